@@ -1,0 +1,3 @@
+from ekd_edge.cli import main
+
+raise SystemExit(main())

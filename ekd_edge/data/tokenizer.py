@@ -1,0 +1,94 @@
+"""One joint SentencePiece model shared by every teacher and student of a run.
+
+Word-level KD compares teacher and student distributions position by position, so both must
+speak the same vocabulary. The model is saved in MarianTokenizer's layout (source.spm,
+target.spm, vocab.json) with vocab ids equal to SentencePiece ids, so the same ids come out of
+transformers, of SentencePiece itself and of the ONNX tokenizer op.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+from ekd_edge.errors import CheckpointError
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+TOKENIZER_FILES = ("source.spm", "target.spm", "vocab.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def train_tokenizer(texts, out_dir: str | Path, vocab_size: int, seed_sentences: int = 200_000):
+    """Train a unigram SentencePiece model on ``texts`` (source and target sides together)."""
+    import sentencepiece as spm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = out_dir / "joint"
+    texts = [t for t in texts if t.strip()]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+        pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
+        input_sentence_size=seed_sentences,
+        shuffle_input_sentence=True,
+        num_threads=2,
+        minloglevel=2,
+    )
+    processor = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
+    vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    shutil.copy(f"{prefix}.model", out_dir / "source.spm")
+    shutil.move(f"{prefix}.model", out_dir / "target.spm")
+    Path(f"{prefix}.vocab").unlink(missing_ok=True)
+    tokenizer = _marian_tokenizer(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def _marian_tokenizer(directory: Path):
+    from transformers import MarianTokenizer
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+        return MarianTokenizer(
+            source_spm=str(directory / "source.spm"),
+            target_spm=str(directory / "target.spm"),
+            vocab=str(directory / "vocab.json"),
+            model_max_length=512,
+        )
+
+
+def load_tokenizer(directory: str | Path):
+    """Load a run's (or a checkpoint's) tokenizer with transformers."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    missing = [f for f in ("source.spm", "target.spm", "vocab.json") if not (directory / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: no tokenizer here (missing {', '.join(missing)})")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+        return AutoTokenizer.from_pretrained(str(directory))
+
+
+def copy_tokenizer(src_dir: str | Path, dst_dir: str | Path) -> None:
+    """Copy the tokenizer files into a checkpoint or bundle so it is self-contained."""
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (src_dir / name).is_file():
+            shutil.copy(src_dir / name, dst_dir / name)
+
+
+def vocab_fingerprint(directory: str | Path) -> str:
+    """sha256 of vocab.json: two models can be distilled into each other only if these match."""
+    import hashlib
+
+    return hashlib.sha256((Path(directory) / "vocab.json").read_bytes()).hexdigest()[:16]

@@ -1,0 +1,67 @@
+"""Named Marian sizes (presets.toml) turned into MarianConfig / MarianMTModel."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+from ekd_edge.data.tokenizer import EOS_ID, PAD_ID
+from ekd_edge.errors import RecipeError
+
+PRESETS: dict[str, dict] = tomllib.loads((resources.files("ekd_edge") / "models" / "presets.toml").read_text())
+SIZE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim")
+
+
+def model_config(size: str | dict, vocab_size: int, max_positions: int = 256, dropout: float = 0.1):
+    """MarianConfig for a preset name or an explicit ``{d_model, encoder_layers, ...}`` table."""
+    from transformers import MarianConfig
+
+    if isinstance(size, str):
+        if size not in PRESETS:
+            raise RecipeError(f"unknown model size {size!r}; presets: {', '.join(PRESETS)}")
+        dims = dict(PRESETS[size])
+    else:
+        unknown = set(size) - set(SIZE_KEYS)
+        if unknown:
+            raise RecipeError(f"unknown model size keys {sorted(unknown)}; allowed: {', '.join(SIZE_KEYS)}")
+        missing = set(SIZE_KEYS) - set(size)
+        if missing:
+            raise RecipeError(f"model size table lacks {sorted(missing)}")
+        dims = dict(size)
+    if dims["d_model"] % dims["attention_heads"]:
+        raise RecipeError(f"d_model {dims['d_model']} is not divisible by attention_heads {dims['attention_heads']}")
+    return MarianConfig(
+        vocab_size=vocab_size,
+        d_model=dims["d_model"],
+        encoder_layers=dims["encoder_layers"],
+        decoder_layers=dims["decoder_layers"],
+        encoder_attention_heads=dims["attention_heads"],
+        decoder_attention_heads=dims["attention_heads"],
+        encoder_ffn_dim=dims["ffn_dim"],
+        decoder_ffn_dim=dims["ffn_dim"],
+        max_position_embeddings=max_positions,
+        dropout=dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        activation_function="swish",
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        forced_eos_token_id=EOS_ID,
+        decoder_start_token_id=PAD_ID,
+        decoder_vocab_size=vocab_size,
+        num_beams=1,
+        max_length=max_positions,
+    )
+
+
+def build_model(size: str | dict, vocab_size: int, seed: int = 0, **config_overrides):
+    """A freshly initialised MarianMTModel of the given size."""
+    import torch
+    from transformers import MarianMTModel
+
+    torch.manual_seed(seed)
+    config = model_config(size, vocab_size, **config_overrides)
+    return MarianMTModel(config)
