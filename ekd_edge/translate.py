@@ -36,6 +36,8 @@ class TorchTranslator:
 
         enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
                              max_length=self.model.config.max_position_embeddings)
+        # Positions past max_position_embeddings do not exist: cap instead of crashing mid-batch.
+        max_new_tokens = min(max_new_tokens, self.model.config.max_position_embeddings - 1)
         with torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
         return [_strip(row.tolist(), self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) for row in out]

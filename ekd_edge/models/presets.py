@@ -49,11 +49,24 @@ def model_config(size: str | dict, vocab_size: int, max_positions: int = 256, dr
         tie_word_embeddings=True,
         pad_token_id=PAD_ID,
         eos_token_id=EOS_ID,
-        forced_eos_token_id=EOS_ID,
         decoder_start_token_id=PAD_ID,
         decoder_vocab_size=vocab_size,
-        num_beams=1,
+    )
+
+
+def generation_config(max_positions: int = 256):
+    """Greedy decoding that always ends in EOS: the same settings for PyTorch and ONNX Runtime."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        decoder_start_token_id=PAD_ID,
+        bos_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        forced_eos_token_id=EOS_ID,
         max_length=max_positions,
+        num_beams=1,
+        do_sample=False,
     )
 
 
@@ -64,4 +77,6 @@ def build_model(size: str | dict, vocab_size: int, seed: int = 0, **config_overr
 
     torch.manual_seed(seed)
     config = model_config(size, vocab_size, **config_overrides)
-    return MarianMTModel(config)
+    model = MarianMTModel(config)
+    model.generation_config = generation_config(config.max_position_embeddings)
+    return model

@@ -1,0 +1,315 @@
+"""Benchmark reports: report.json (everything), report.md (for people), report.png (BLEU against latency).
+
+Every file is written to a temporary file next to its destination and then renamed over it, so a
+reader (or a crash) never sees half a report.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+MARKERS = {"pytorch": "o", "fp32": "s", "int8": "^"}
+_SPARE_MARKERS = ("D", "v", "P", "X", "*", "h")
+ROLE_COLOURS = {"teacher": "#c0392b", "student": "#1f6fb4"}
+_OTHER_COLOUR = "#555555"
+# use a log latency axis once the slowest model is this many times slower than the fastest
+LOG_X_SPREAD = 10.0
+_MARKER_SIZE = 90
+
+
+def _fmt_params(value) -> str:
+    if value is None:
+        return "–"
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:.1f}{suffix}"
+    return str(value)
+
+
+def _fmt_adaptive(value) -> str:
+    """Two decimals for small numbers (a 0.05 MB nano model), one for large ones."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _fmt_fixed(digits: int):
+    def fmt(value) -> str:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "–"
+        return f"{value:.{digits}f}"
+
+    return fmt
+
+
+def _fmt_text(value) -> str:
+    return "–" if value is None or value == "" else str(value)
+
+
+# (header, row key, formatter, numeric?)
+COLUMNS = (
+    ("Name", "name", _fmt_text, False),
+    ("Role", "role", _fmt_text, False),
+    ("Stage", "stage", _fmt_text, False),
+    ("Variant", "variant", _fmt_text, False),
+    ("Params", "params", _fmt_params, True),
+    ("Size MB", "size_mb", _fmt_adaptive, True),
+    ("BLEU", "bleu", _fmt_fixed(2), True),
+    ("chrF", "chrf", _fmt_fixed(2), True),
+    ("p50 ms", "latency_p50_ms", _fmt_adaptive, True),
+    ("p90 ms", "latency_p90_ms", _fmt_adaptive, True),
+    ("tokens/s", "tokens_per_s", _fmt_fixed(1), True),
+    ("Peak RSS MB", "peak_rss_mb", _fmt_fixed(0), True),
+)
+
+
+def _cells(row: dict) -> list[str]:
+    return [fmt(row.get(key)) for _, key, fmt, _ in COLUMNS]
+
+
+def rich_table(rows: list[dict], title: str | None = None):
+    """The report's table for the terminal."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for header, _, _, numeric in COLUMNS:
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric)
+    for row in rows:
+        table.add_row(*_cells(row))
+    return table
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(rows: list[dict]) -> list[str]:
+    lines = ["| " + " | ".join(h for h, _, _, _ in COLUMNS) + " |",
+             "| " + " | ".join("---:" if numeric else "---" for _, _, _, numeric in COLUMNS) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(_md_escape(cell) for cell in _cells(row)) + " |")
+    return lines
+
+
+def _md_value(value) -> str:
+    if isinstance(value, (dict, list)):
+        return "`" + json.dumps(value, ensure_ascii=False) + "`"
+    return str(value)
+
+
+def _md_signature(signature: dict) -> list[str]:
+    """The environment first, in a fixed order; then whatever else the caller put in the signature."""
+    sig = dict(signature)
+    lines = ["## Environment", ""]
+    if "cpu" in sig:
+        lines.append(f"- CPU: {sig.pop('cpu')}")
+    cores = [f"{label} {sig.pop(key)}" for key, label in
+             (("logical_cores", "logical"), ("usable_cores", "usable")) if key in sig]
+    if "threads" in sig:
+        cores.append(f"threads {sig.pop('threads')}")
+    if cores:
+        lines.append(f"- Cores: {', '.join(cores)}")
+    for key, label in (("os", "OS"), ("machine", "Architecture"), ("python", "Python"),
+                       ("python_implementation", "Python implementation"), ("measured_at", "Measured at (UTC)")):
+        if key in sig:
+            lines.append(f"- {label}: {sig.pop(key)}")
+    packages = sig.pop("packages", None)
+    if isinstance(packages, dict):
+        lines.append("- Packages: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in packages.items()))
+    elif packages is not None:
+        sig["packages"] = packages
+    scalars = {k: v for k, v in sig.items() if not isinstance(v, dict)}
+    if scalars:
+        lines += ["", "## Run", ""] + [f"- {k}: {_md_value(v)}" for k, v in scalars.items()]
+    for key, value in sig.items():
+        if isinstance(value, dict):
+            lines += ["", f"## {key.replace('_', ' ').capitalize()}", ""]
+            lines += [f"- {k}: {_md_value(v)}" for k, v in value.items() if v is not None]
+    return lines
+
+
+def _md_metric_signatures(rows: list[dict]) -> list[str]:
+    lines = ["## Metric signatures (sacrebleu)", ""]
+    for key, label in (("bleu_signature", "BLEU"), ("chrf_signature", "chrF")):
+        distinct = sorted({row.get(key) for row in rows if row.get(key)})
+        if len(distinct) == 1:
+            lines.append(f"- {label}: `{distinct[0]}`")
+        else:
+            # differing signatures mean the scores are not comparable: show which row used which
+            lines.append(f"- {label} (differs between rows, scores not directly comparable):")
+            lines += [f"  - {_md_escape(str(row.get('name')))}: `{row.get(key)}`" for row in rows]
+    return lines
+
+
+def render_markdown(rows: list[dict], signature: dict, title: str) -> str:
+    lines = [f"# {title}", ""]
+    lines += _md_table(rows)
+    n = {row.get("n_sentences") for row in rows if row.get("n_sentences") is not None}
+    timed = {row.get("latency_sentences") for row in rows if row.get("latency_sentences") is not None}
+    lines += [
+        "",
+        f"BLEU/chrF: greedy decoding on {', '.join(map(str, sorted(n))) or '?'} sentences. "
+        f"Latency: batch 1, greedy, one sentence at a time (tokenise + generate + detokenise), "
+        f"on {', '.join(map(str, sorted(timed))) or 'the first'} sentences after untimed warm-up. "
+        "Peak RSS and load time: measured in a fresh process. MB = MiB (2^20 bytes).",
+        "",
+    ]
+    lines += _md_signature(signature)
+    lines += [""] + _md_metric_signatures(rows) + [""]
+    return "\n".join(lines)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# label positions tried in turn (offset in points, horizontal alignment) until one overlaps nothing
+_LABEL_SLOTS = (((7, 6), "left"), ((7, -14), "left"), ((-7, 6), "right"), ((-7, -14), "right"),
+                ((7, 18), "left"), ((-7, 18), "right"), ((7, -26), "left"), ((-7, -26), "right"))
+
+
+def _place_labels(fig, ax, points: list[dict]) -> None:
+    """Label every point with name (variant), moving a label around its point to avoid earlier ones
+    and to stay inside the plot."""
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    # scatter size is an area in points^2; a few pixels of air around the marker
+    radius = math.sqrt(_MARKER_SIZE) / 2 * fig.dpi / 72 + 3
+    taken = []
+    for row in points:
+        xy = (row["latency_p50_ms"], row["bleu"])
+        # the marker itself is an obstacle for the labels of other points
+        px, py = ax.transData.transform(xy)
+        taken.append((px - radius, py - radius, px + radius, py + radius))
+    for row in points:
+        xy = (row["latency_p50_ms"], row["bleu"])
+        text = f"{row.get('name')} ({row.get('variant')})"
+        label = None
+        for offset, align in _LABEL_SLOTS:
+            if label is not None:
+                label.remove()
+            label = ax.annotate(text, xy, xytext=offset, textcoords="offset points", fontsize=9, ha=align, zorder=4)
+            box = label.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.x0 < x1 and x0 < box.x1 and box.y0 < y1 and y0 < box.y1
+                                  for x0, y0, x1, y1 in taken):
+                break
+        # when every slot collides the last one is kept: a crowded label beats a missing one
+        taken.append(tuple(label.get_window_extent(renderer).extents))
+
+
+def render_png(rows: list[dict], signature: dict, title: str) -> bytes:
+    """BLEU against p50 latency, one labelled point per row; marker = variant, colour = role."""
+    # the Agg canvas directly: no pyplot global state, no display backend needed
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    points = [r for r in rows if _finite(r.get("latency_p50_ms")) and _finite(r.get("bleu"))]
+    fig = Figure(figsize=(9, 6), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+
+    variants = list(dict.fromkeys(str(r.get("variant")) for r in points))
+    spare = itertools.cycle(_SPARE_MARKERS)
+    markers = {v: MARKERS.get(v) or next(spare) for v in variants}
+    for row in points:
+        variant, role = str(row.get("variant")), row.get("role")
+        ax.scatter(row["latency_p50_ms"], row["bleu"], marker=markers[variant], s=_MARKER_SIZE,
+                   color=ROLE_COLOURS.get(role, _OTHER_COLOUR), edgecolors="black", linewidths=0.6, zorder=3)
+
+    latencies = [r["latency_p50_ms"] for r in points]
+    if latencies and min(latencies) > 0 and max(latencies) / min(latencies) >= LOG_X_SPREAD:
+        from matplotlib.ticker import FuncFormatter, LogLocator
+
+        ax.set_xscale("log")
+        # plain numbers (5, 10, 20, 50 ms) read better than 10^1 / 10^2
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+        ax.set_xlabel("p50 latency per sentence, ms (batch 1, greedy; log scale)")
+    else:
+        ax.set_xlabel("p50 latency per sentence, ms (batch 1, greedy)")
+    ax.set_ylabel("BLEU (sacrebleu)")
+    ax.grid(True, which="both", alpha=0.3)
+    # room for the labels beside the points
+    ax.margins(x=0.2)
+    if points:
+        low, high = min(r["bleu"] for r in points), max(r["bleu"] for r in points)
+        # at least 2 BLEU of height, so that near-equal scores do not look far apart
+        if high - low < 2.0:
+            middle = (low + high) / 2
+            low, high = middle - 1.0, middle + 1.0
+        pad = 0.15 * (high - low)
+        # BLEU is never negative: show only enough below 0 to keep a marker at 0 whole
+        ax.set_ylim(max(low - pad, -0.05 * (high - low)), high + pad)
+    else:
+        ax.text(0.5, 0.5, "no row has both BLEU and latency", transform=ax.transAxes, ha="center", va="center")
+
+    roles = list(dict.fromkeys(r.get("role") for r in points))
+    handles = [Line2D([], [], linestyle="", marker=markers[v], markersize=9, color="#999999",
+                      markeredgecolor="black", label=v) for v in variants]
+    handles += [Line2D([], [], linestyle="", marker="o", markersize=9, color=ROLE_COLOURS.get(r, _OTHER_COLOUR),
+                       markeredgecolor="black", label=str(r)) for r in roles]
+    if handles:
+        ax.legend(handles=handles, loc="best", fontsize=9, framealpha=0.9, title="variant / role", title_fontsize=9)
+
+    subtitle = [str(signature.get("cpu", ""))]
+    if signature.get("threads") is not None:
+        subtitle.append(f"threads: {signature['threads']}")
+    fig.suptitle(title, fontsize=13)
+    ax.set_title(" · ".join(s for s in subtitle if s), fontsize=9, color="#444444")
+    ax.autoscale_view()
+    fig.tight_layout()
+    # labels are placed against the final layout: their positions are measured on screen
+    _place_labels(fig, ax, points)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _json_safe(value):
+    """NaN/inf are not JSON: they become null rather than an unreadable file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(rows: list[dict], out_dir: str | Path, signature: dict, title: str = "ekd-edge benchmark") -> dict:
+    """Write report.json, report.md and report.png into ``out_dir``; returns {"json", "md", "png"} -> Path."""
+    rows = [dict(r) for r in rows]
+    if not rows:
+        raise ValueError("no benchmark rows to report")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "png": out_dir / "report.png"}
+    payload = _json_safe({"title": title, "signature": signature, "rows": rows})
+    atomic_write(paths["json"], (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write(paths["md"], render_markdown(rows, signature, title).encode("utf-8"))
+    atomic_write(paths["png"], render_png(rows, signature, title))
+    return paths

@@ -1,0 +1,246 @@
+"""Checkpoint -> ONNX bundle: optimum export, optional int8 quantisation, parity gate, manifest.
+
+A bundle is optimum's layout (encoder_model.onnx + decoder_model_merged.onnx + config files) plus
+the run's tokenizer files and manifest.json, so ``ORTModelForSeq2SeqLM.from_pretrained(bundle)``
+loads it as is. It appears in ``out_dir`` only once complete and (for fp32) once it has passed the
+parity gate: everything is built in a sibling temporary directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from ekd_edge.errors import BundleError, CheckpointError
+from ekd_edge.export.manifest import (
+    DECODER_FILE,
+    DECODER_WITH_PAST_FILE,
+    ENCODER_FILE,
+    MANIFEST_NAME,
+    MERGED_DECODER_FILE,
+    build_manifest,
+    write_manifest,
+)
+from ekd_edge.export.parity import DEFAULT_THRESHOLD, parity_failure, token_agreement
+
+EXPORT_TASK = "text2text-generation-with-past"
+QUANT_ARCHS = ("avx2", "avx512_vnni", "arm64")
+QUANT_MODES = (None, "int8")
+
+# Files of optimum's export that a bundle keeps: graphs, model/generation config, and the
+# quantisation record when there is one. The tokenizer files come from the checkpoint instead.
+_KEPT_EXPORT_FILES = ("config.json", "generation_config.json", "ort_config.json")
+
+
+def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: str | None = None,
+                  quant_arch: str = "avx512_vnni", parity_texts: list[str] | None = None,
+                  parity_threshold: float = DEFAULT_THRESHOLD, max_new_tokens: int = 128, force: bool = False,
+                  progress=None) -> dict:
+    """Export a Marian checkpoint to an ONNX bundle in ``out_dir``; returns the manifest.
+
+    ``quantize="int8"`` applies dynamic int8 quantisation for ``quant_arch``. With ``parity_texts``
+    the bundle's greedy token ids are compared with PyTorch's: an fp32 bundle below
+    ``parity_threshold`` is refused (nothing written) unless ``force``; an int8 bundle's agreement
+    is only recorded, since quantisation is expected to flip some near-tied tokens.
+    """
+    from ekd_edge.models.checkpoint import check_checkpoint
+
+    report = progress or (lambda message: None)
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    if quantize not in QUANT_MODES:
+        raise BundleError(f"unknown quantisation {quantize!r} (supported: int8, or none for fp32)")
+    if quantize and quant_arch not in QUANT_ARCHS:
+        raise BundleError(f"unknown quantisation arch {quant_arch!r} (supported: {', '.join(QUANT_ARCHS)})")
+    if not 0.0 <= parity_threshold <= 1.0:
+        raise BundleError(f"parity threshold {parity_threshold} is outside [0, 1]")
+    if max_new_tokens < 1:
+        raise BundleError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
+
+    report(f"checking checkpoint {checkpoint_dir}")
+    config = check_checkpoint(checkpoint_dir)
+    missing = [f for f in ("source.spm", "target.spm", "vocab.json") if not (checkpoint_dir / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{checkpoint_dir}: no tokenizer files to bundle (missing {', '.join(missing)})")
+    _check_destination(out_dir)
+
+    variant = "int8" if quantize else "fp32"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        stage = work / "bundle"
+        report("exporting to ONNX")
+        export_onnx(checkpoint_dir, stage, scratch=work / "raw")
+        if quantize:
+            report(f"quantising to int8 ({quant_arch})")
+            quantize_int8(stage, quant_arch, scratch=work / "quantized")
+
+        from ekd_edge.data.tokenizer import copy_tokenizer
+
+        copy_tokenizer(checkpoint_dir, stage)
+        settings = {"quantize": quantize, "arch": quant_arch if quantize else None, "max_new_tokens": max_new_tokens}
+        manifest = build_manifest(stage, variant=variant, checkpoint_dir=checkpoint_dir, settings=settings,
+                                  parity={"status": "not run"})
+        write_manifest(stage, manifest)
+
+        # Loading proves ORTModelForSeq2SeqLM accepts the layout (merged decoder only) before it ships.
+        report("loading the bundle with onnxruntime")
+        from ekd_edge.export.bundle import OnnxTranslator
+
+        candidate = OnnxTranslator(stage)
+        if parity_texts:
+            # Marian's position table bounds the decoder: asking for more would crash both engines.
+            parity_tokens = min(max_new_tokens, int(config.get("max_position_embeddings") or max_new_tokens))
+            report(f"checking parity with PyTorch on {len(parity_texts)} sentences")
+            parity = _run_parity(checkpoint_dir, candidate, list(parity_texts), parity_tokens,
+                                 gated=quantize is None, threshold=parity_threshold)
+            if parity["status"] == "failed":
+                message = parity_failure(parity, parity_threshold, label=f"{out_dir}")
+                if not force:
+                    raise BundleError(message + " (nothing written; force=True writes it anyway)")
+                parity["forced"] = True
+            manifest["parity"] = parity
+            write_manifest(stage, manifest)
+        del candidate
+
+        report(f"writing {out_dir}")
+        _check_destination(out_dir)
+        _replace_dir(stage, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(f"bundle written to {out_dir} ({manifest['total_size'] / 1e6:.1f} MB, {variant})")
+    return manifest
+
+
+def export_onnx(checkpoint_dir: str | Path, out_dir: str | Path, scratch: str | Path) -> Path:
+    """optimum's seq2seq export into ``scratch``, keeping only what a merged-decoder bundle needs in ``out_dir``."""
+    from optimum.exporters.onnx import main_export
+
+    checkpoint_dir, out_dir, scratch = Path(checkpoint_dir), Path(out_dir), Path(scratch)
+    try:
+        with _quiet_export():
+            main_export(str(checkpoint_dir), scratch, task=EXPORT_TASK, library_name="transformers",
+                        local_files_only=True, do_validation=False, device="cpu")
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise BundleError(f"{checkpoint_dir}: ONNX export failed ({type(exc).__name__}: {detail})") from None
+    if not (scratch / ENCODER_FILE).is_file():
+        raise BundleError(f"{checkpoint_dir}: ONNX export produced no {ENCODER_FILE}")
+    # The merged decoder serves both the first step and the cached steps, so the two separate
+    # decoders would only double the bundle; without a merged one they are needed.
+    if (scratch / MERGED_DECODER_FILE).is_file():
+        graphs = [ENCODER_FILE, MERGED_DECODER_FILE]
+    elif (scratch / DECODER_FILE).is_file() and (scratch / DECODER_WITH_PAST_FILE).is_file():
+        graphs = [ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE]
+    else:
+        raise BundleError(f"{checkpoint_dir}: ONNX export produced no usable decoder graph")
+    if any((scratch / f"{name}_data").exists() for name in graphs):
+        raise BundleError(f"{checkpoint_dir}: model too large for a single-file ONNX graph (>2 GB)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in graphs + [f for f in _KEPT_EXPORT_FILES if (scratch / f).is_file()]:
+        shutil.move(scratch / name, out_dir / name)
+    return out_dir
+
+
+def quantize_int8(bundle_dir: str | Path, arch: str, scratch: str | Path) -> None:
+    """Dynamic int8 quantisation of every graph in ``bundle_dir``, in place, names unchanged.
+
+    optimum's ORTQuantizer handles the If-subgraphs of the merged decoder without duplicating its
+    weights (plain ``quantize_dynamic`` makes that file larger than the fp32 one).
+    """
+    from optimum.onnxruntime import AutoQuantizationConfig, ORTQuantizer
+
+    if arch not in QUANT_ARCHS:
+        raise BundleError(f"unknown quantisation arch {arch!r} (supported: {', '.join(QUANT_ARCHS)})")
+    bundle_dir, scratch = Path(bundle_dir), Path(scratch)
+    qconfig = getattr(AutoQuantizationConfig, arch)(is_static=False, per_channel=True)
+    graphs = sorted(p.name for p in bundle_dir.glob("*.onnx"))
+    for name in graphs:
+        try:
+            with _quiet_export():
+                quantizer = ORTQuantizer.from_pretrained(bundle_dir, file_name=name)
+                quantizer.quantize(qconfig, scratch, file_suffix=None)
+        except Exception as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise BundleError(f"{bundle_dir / name}: int8 quantisation failed ({type(exc).__name__}: {detail})") from None
+    for name in graphs:
+        os.replace(scratch / name, bundle_dir / name)
+    if (scratch / "ort_config.json").is_file():
+        os.replace(scratch / "ort_config.json", bundle_dir / "ort_config.json")
+
+
+def _run_parity(checkpoint_dir: Path, candidate, texts: list[str], max_new_tokens: int, gated: bool,
+                threshold: float) -> dict:
+    from ekd_edge.translate import TorchTranslator
+
+    reference = TorchTranslator(checkpoint_dir)
+    result = token_agreement(reference, candidate, texts, max_new_tokens=max_new_tokens)
+    if gated:
+        status = "passed" if result["rate"] >= threshold else "failed"
+    else:
+        status = "measured"
+    return {"status": status, "gated": gated, "threshold": threshold if gated else None,
+            "max_new_tokens": max_new_tokens, **result}
+
+
+def _check_destination(out_dir: Path) -> None:
+    """Only a missing directory, an empty one or an earlier bundle may be (re)placed by an export."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise BundleError(f"{out_dir}: exists and is not a bundle directory; refusing to replace it")
+    if (out_dir / MANIFEST_NAME).is_file():
+        try:
+            json.loads((out_dir / MANIFEST_NAME).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BundleError(f"{out_dir}/{MANIFEST_NAME}: unreadable, so {out_dir} is not known to be a bundle; "
+                              "refusing to replace it") from None
+        return
+    if any(out_dir.iterdir()):
+        raise BundleError(f"{out_dir}: exists and holds files that are not an exported bundle (no {MANIFEST_NAME}); "
+                          "refusing to overwrite it")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target`` by rename; an earlier bundle is moved aside first and removed after."""
+    _fsync_files(new)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.rmdir(old)
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_files(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """Silence the tracer warnings and library chatter of an export; real failures still raise."""
+    loggers = [logging.getLogger(name) for name in ("optimum", "transformers", "onnxruntime")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

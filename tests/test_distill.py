@@ -1,0 +1,134 @@
+"""The EKD ladder end to end on nano models: teachers, stages, warm starts, resume, vocab checks."""
+
+import json
+
+import pytest
+import torch
+
+from ekd_edge.distill.ladder import run_recipe
+from ekd_edge.distill.recipe import parse_recipe
+from ekd_edge.errors import CheckpointError, EkdError
+from ekd_edge.models import load_model
+
+RECIPE_TOML = """
+name = "nano-ladder"
+seed = 3
+[data]
+corpus = "lo-help-en-de"
+max_train_pairs = 300
+max_length = 32
+valid_sentences = 8
+[tokenizer]
+vocab_size = 200
+[training]
+batch_tokens = 512
+lr = 3e-3
+warmup_steps = 2
+eval_max_new_tokens = 8
+[[teacher]]
+name = "t-small"
+size = "nano"
+steps = 4
+[[teacher]]
+name = "t-big"
+size = {d_model = 48, encoder_layers = 1, decoder_layers = 2, attention_heads = 2, ffn_dim = 96}
+steps = 4
+[student]
+size = "nano"
+steps_per_stage = 3
+"""
+
+
+def recipe_from(text, source="nano.toml"):
+    import tomllib
+
+    return parse_recipe(tomllib.loads(text), source)
+
+
+@pytest.fixture(scope="module")
+def nano_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "nano"
+    summary = run_recipe(recipe_from(RECIPE_TOML), run_dir, RECIPE_TOML)
+    return run_dir, summary
+
+
+def test_ladder_trains_teachers_and_every_stage(nano_run):
+    run_dir, summary = nano_run
+    assert list(summary["teachers"]) == ["t-small", "t-big"]
+    assert list(summary["stages"]) == ["stage-1", "stage-2"]
+    stage2 = json.loads((run_dir / "students" / "stage-2" / "metrics.json").read_text())
+    assert stage2["teacher"] == "t-big" and stage2["warm_start"].endswith("stage-1") and stage2["steps"] == 3
+    assert 0.0 <= stage2["valid"]["bleu"] <= 100.0 and "nrefs:1" in stage2["valid"]["bleu_signature"]
+    big = json.loads((run_dir / "teachers" / "t-big" / "metrics.json").read_text())
+    assert big["params"] > stage2["params"]
+    for model_dir in [run_dir / "teachers" / "t-small", run_dir / "students" / "stage-1"]:
+        assert (model_dir / "model.safetensors").is_file() and (model_dir / "vocab.json").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["recipe"] == "nano-ladder"
+
+
+def test_stage_two_starts_from_stage_one(nano_run):
+    run_dir, _ = nano_run
+    s1 = load_model(run_dir / "students" / "stage-1")
+    s2 = load_model(run_dir / "students" / "stage-2")
+    fresh = __import__("ekd_edge.models", fromlist=["build_model"]).build_model("nano", s1.config.vocab_size, seed=1003)
+    # stage 2 starts at stage 1's weights, so it stays nearer to them than to a fresh initialisation.
+    w1, w2, w0 = (m.model.shared.weight for m in (s1, s2, fresh))
+    assert (w2 - w1).norm() < (w2 - w0).norm()
+
+
+def test_rerun_trains_nothing_again(nano_run):
+    run_dir, _ = nano_run
+    weights = sorted(run_dir.glob("*/*/model.safetensors"))
+    stamps = {p: p.stat().st_mtime_ns for p in weights}
+    run_recipe(recipe_from(RECIPE_TOML), run_dir, RECIPE_TOML)
+    assert {p: p.stat().st_mtime_ns for p in weights} == stamps
+
+
+def test_run_dir_of_another_recipe_is_refused(nano_run):
+    run_dir, _ = nano_run
+    other = RECIPE_TOML.replace("seed = 3", "seed = 4")
+    with pytest.raises(EkdError, match="different recipe"):
+        run_recipe(recipe_from(other), run_dir, other)
+
+
+def test_foreign_directory_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(EkdError, match="not an ekd-edge run"):
+        run_recipe(recipe_from(RECIPE_TOML), tmp_path, RECIPE_TOML)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_teacher_with_another_vocabulary_fails_before_training(tmp_path, nano_checkpoint):
+    text = RECIPE_TOML.replace('name = "t-small"\nsize = "nano"\nsteps = 4', f'name = "t-small"\ncheckpoint = "{nano_checkpoint}"')
+    run_dir = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="vocabulary size 400 differs from the run's tokenizer"):
+        run_recipe(recipe_from(text), run_dir, text)
+    assert not (run_dir / "teachers").exists() and not (run_dir / "students").exists()
+
+
+def test_corrupt_teacher_checkpoint_is_named(tmp_path, nano_checkpoint):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(nano_checkpoint, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00garbage")
+    text = RECIPE_TOML.replace('name = "t-small"\nsize = "nano"\nsteps = 4', f'name = "t-small"\ncheckpoint = "{broken}"')
+    with pytest.raises(CheckpointError, match="corrupt weights file"):
+        run_recipe(recipe_from(text), tmp_path / "run", text)
+
+
+def test_trained_student_beats_its_random_start(nano_run):
+    """Not a quality claim: a sanity check that distillation steps lower the loss on training data."""
+    from ekd_edge.data.tokenizer import load_tokenizer
+
+    run_dir, _ = nano_run
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    s2 = load_model(run_dir / "students" / "stage-2")
+    fresh = __import__("ekd_edge.models", fromlist=["build_model"]).build_model("nano", len(tokenizer), seed=1003)
+    from ekd_edge.data import load_corpus
+
+    train = load_corpus("lo-help-en-de").split("train").head(32)
+    enc = tokenizer(train.src, text_target=train.tgt, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    enc["labels"][enc["labels"] == tokenizer.pad_token_id] = -100
+    with torch.no_grad():
+        assert s2.eval()(**enc).loss < fresh.eval()(**enc).loss
