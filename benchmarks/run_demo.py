@@ -40,6 +40,10 @@ def main() -> int:
         shutil.copy(args.run_dir / "report" / name, RESULTS / name)
     shutil.copy(args.run_dir / "run.json", RESULTS / "run.json")
     shutil.copy(args.run_dir / "recipe.toml", RESULTS / "recipe.toml")
+    # the export manifests hold the parity-gate results (fp32) and int8 agreement
+    (RESULTS / "manifests").mkdir(exist_ok=True)
+    for manifest in sorted((args.run_dir / "exports").glob("*/manifest.json")):
+        shutil.copy(manifest, RESULTS / "manifests" / f"{manifest.parent.name}.json")
     info = {
         "command": "ekd-edge demo --run-dir " + str(args.run_dir.relative_to(ROOT) if args.run_dir.is_relative_to(ROOT) else args.run_dir),
         "wall_s": round(wall, 1),

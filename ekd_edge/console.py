@@ -5,7 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+import sys
+
+# Logs and CI have no terminal size; a fixed width keeps the benchmark table's columns readable there.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 def progress_bar(**kwargs) -> Progress:

@@ -38,7 +38,7 @@ ROW_KEYS = (
     "chrf_signature", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "tokens_per_s", "peak_rss_mb", "load_s",
     "n_sentences",
 )
-ROLES = ("teacher", "student")
+ROLES = ("teacher", "student", "model")  # "model": a user-given model of unknown role
 _MIB = 1024 * 1024
 
 

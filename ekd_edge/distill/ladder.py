@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -31,6 +31,11 @@ from ekd_edge.distill.trainer import evaluate, train
 from ekd_edge.errors import EkdError
 from ekd_edge.models import build_model, count_parameters, load_model, save_model
 from ekd_edge.models.checkpoint import check_checkpoint, check_same_vocab
+
+
+def with_lr(settings, lr: float):
+    """The training settings with a per-model learning rate, when the recipe gives one."""
+    return replace(settings, lr=lr) if lr else settings
 
 
 def is_done(model_dir: Path) -> bool:
@@ -113,7 +118,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str) -> dict:
         if teacher.checkpoint or is_done(out_dir):
             continue
         model = build_model(teacher.size, vocab_size, seed=recipe.seed + i, dropout=dropout)
-        result = train(model, stream, teacher.steps, recipe.training, description=f"teacher {teacher.name}")
+        result = train(model, stream, teacher.steps, with_lr(recipe.training, teacher.lr),
+                       description=f"teacher {teacher.name}")
         finish(model, out_dir, "teacher", result, {"size": teacher.size})
 
     previous: Path | None = None
@@ -125,7 +131,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str) -> dict:
             else:
                 student = load_model(previous, expected_vocab=tokenizer_dir)
             teacher_model = load_model(teacher_dir, expected_vocab=tokenizer_dir)
-            result = train(student, stream, recipe.student.steps_per_stage, recipe.training, teacher=teacher_model,
+            result = train(student, stream, recipe.student.steps_per_stage,
+                           with_lr(recipe.training, recipe.student.lr), teacher=teacher_model,
                            distill=recipe.distill, description=f"stage {k} ← {teacher.name}",
                            first_batch=(k - 1) * recipe.student.steps_per_stage)
             finish(student, out_dir, "student", result,

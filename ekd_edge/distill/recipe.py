@@ -51,6 +51,7 @@ class TeacherSettings:
     name: str
     size: str | dict | None = None
     steps: int = 0
+    lr: float = 0.0                   # 0 = [training] lr
     checkpoint: str = ""              # an existing HF Marian checkpoint using the run's tokenizer
 
 
@@ -59,6 +60,7 @@ class StudentSettings:
     name: str = "student"
     size: str | dict = "tiny"
     steps_per_stage: int = 1000
+    lr: float = 0.0                   # 0 = [training] lr
 
 
 @dataclass
@@ -156,6 +158,7 @@ def validate(recipe: Recipe) -> None:
     checks = [
         (recipe.tokenizer.vocab_size >= 100, "[tokenizer] vocab_size must be at least 100"),
         (recipe.student.steps_per_stage > 0, "[student] steps_per_stage must be > 0"),
+        (recipe.student.lr >= 0 and all(t.lr >= 0 for t in recipe.teachers), "lr overrides must be >= 0 (0 = [training] lr)"),
         (d.max_length >= 8, "[data] max_length must be at least 8 tokens"),
         (d.max_train_pairs >= 0, "[data] max_train_pairs must be >= 0 (0 = all)"),
         (d.valid_sentences > 0, "[data] valid_sentences must be > 0"),

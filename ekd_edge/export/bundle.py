@@ -54,6 +54,8 @@ class OnnxTranslator:
 
         enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
                              max_length=self.model.config.max_position_embeddings)
+        # Same cap as TorchTranslator: positions past the table do not exist in either engine.
+        max_new_tokens = min(max_new_tokens, self.model.config.max_position_embeddings - 1)
         with torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
         return [_strip(row.tolist(), self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) for row in out]

@@ -63,7 +63,7 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
         raise BundleError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
 
     report(f"checking checkpoint {checkpoint_dir}")
-    config = check_checkpoint(checkpoint_dir)
+    check_checkpoint(checkpoint_dir)
     missing = [f for f in ("source.spm", "target.spm", "vocab.json") if not (checkpoint_dir / f).is_file()]
     if missing:
         raise CheckpointError(f"{checkpoint_dir}: no tokenizer files to bundle (missing {', '.join(missing)})")
@@ -94,10 +94,8 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
 
         candidate = OnnxTranslator(stage)
         if parity_texts:
-            # Marian's position table bounds the decoder: asking for more would crash both engines.
-            parity_tokens = min(max_new_tokens, int(config.get("max_position_embeddings") or max_new_tokens))
             report(f"checking parity with PyTorch on {len(parity_texts)} sentences")
-            parity = _run_parity(checkpoint_dir, candidate, list(parity_texts), parity_tokens,
+            parity = _run_parity(checkpoint_dir, candidate, list(parity_texts), max_new_tokens,
                                  gated=quantize is None, threshold=parity_threshold)
             if parity["status"] == "failed":
                 message = parity_failure(parity, parity_threshold, label=f"{out_dir}")

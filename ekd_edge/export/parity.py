@@ -29,6 +29,8 @@ def token_agreement(reference, candidate, texts: list[str], max_new_tokens: int 
         batch = texts[start:start + batch_size]
         ref_ids = reference.generate_ids(batch, max_new_tokens=max_new_tokens, num_beams=1)
         cand_ids = candidate.generate_ids(batch, max_new_tokens=max_new_tokens, num_beams=1)
+        if len(ref_ids) != len(batch) or len(cand_ids) != len(batch):
+            raise ValueError(f"a translator returned {len(ref_ids)}/{len(cand_ids)} results for {len(batch)} texts")
         for offset, (ref, cand) in enumerate(zip(ref_ids, cand_ids)):
             ref, cand = list(ref), list(cand)
             if ref == cand:

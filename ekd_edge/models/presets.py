@@ -12,7 +12,8 @@ PRESETS: dict[str, dict] = tomllib.loads((resources.files("ekd_edge") / "models"
 SIZE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim")
 
 
-def model_config(size: str | dict, vocab_size: int, max_positions: int = 256, dropout: float = 0.1):
+def model_config(size: str | dict, vocab_size: int, max_positions: int = 256, dropout: float = 0.1,
+                 init_std: float | None = None):
     """MarianConfig for a preset name or an explicit ``{d_model, encoder_layers, ...}`` table."""
     from transformers import MarianConfig
 
@@ -31,6 +32,9 @@ def model_config(size: str | dict, vocab_size: int, max_positions: int = 256, dr
     if dims["d_model"] % dims["attention_heads"]:
         raise RecipeError(f"d_model {dims['d_model']} is not divisible by attention_heads {dims['attention_heads']}")
     return MarianConfig(
+        # d_model^-0.5 rather than transformers' 0.02: with scaled embeddings the token signal then
+        # matches the sinusoidal positions' size, and small models learn to use the source sooner.
+        init_std=init_std if init_std is not None else dims["d_model"] ** -0.5,
         vocab_size=vocab_size,
         d_model=dims["d_model"],
         encoder_layers=dims["encoder_layers"],
