@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         RUN_DIR/report/{report.json,report.md,report.png}. Re-running resumes."""))
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     p.add_argument("--recipe", default="demo", help="recipe to run instead of the packaged demo")
-    p.add_argument("--latency-sentences", type=int, default=100)
+    p.add_argument("--latency-sentences", type=int, default=100, help="(default: %(default)s)")
+    p.add_argument("--test-sentences", type=int, default=0, help="score only the first N test sentences (0 = all)")
     return parser
 
 
@@ -186,7 +187,8 @@ def cmd_translate(args) -> int:
 def cmd_demo(args) -> int:
     from ekd_edge.pipeline import run_demo
 
-    run_demo(args.recipe, args.run_dir, latency_sentences=args.latency_sentences)
+    run_demo(args.recipe, args.run_dir, latency_sentences=args.latency_sentences,
+             test_sentences=args.test_sentences or None)
     return 0
 
 

@@ -69,7 +69,8 @@ def export_students(run_dir: Path, parity_texts: list[str]) -> list[tuple[str, s
     return exported
 
 
-def run_demo(recipe_name: str, run_dir: str | Path, latency_sentences: int = 100) -> dict:
+def run_demo(recipe_name: str, run_dir: str | Path, latency_sentences: int = 100,
+             test_sentences: int | None = None) -> dict:
     from ekd_edge.data.corpus import load_corpus
     from ekd_edge.distill.ladder import model_dirs, run_recipe
     from ekd_edge.distill.recipe import load_recipe, recipe_text
@@ -81,7 +82,7 @@ def run_demo(recipe_name: str, run_dir: str | Path, latency_sentences: int = 100
     run_recipe(recipe, run_dir, recipe_text(recipe_name))
 
     corpus = load_corpus(recipe.data.corpus, recipe.data.src_lang or None, recipe.data.tgt_lang or None)
-    test = corpus.split("test")
+    test = corpus.split("test").head(test_sentences)
     console.rule("[bold]2/3 export[/] · every student stage, fp32 and int8")
     bundles = export_students(run_dir, test.src[:DEMO_PARITY_SENTENCES])
 

@@ -111,8 +111,12 @@ class BatchStream:
         return epoch, step
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
+        return collate(self.pairs, self.indices(step))
+
+    def indices(self, step: int) -> list[int]:
+        """The pair indices of the batch at ``step`` (used to look teacher outputs up in a cache)."""
         epoch, index = self.locate(step)
-        return collate(self.pairs, self._plan(epoch)[index])
+        return self._plan(epoch)[index]
 
     def _length(self, epoch: int) -> int:
         if epoch not in self._lengths:

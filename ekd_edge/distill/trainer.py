@@ -54,12 +54,15 @@ def train(
     distill: DistillSettings | None = None,
     description: str = "train",
     first_batch: int = 0,
+    kd_term=None,
 ) -> TrainResult:
     """Train ``model`` for ``steps`` steps on batches ``first_batch …`` of ``stream``.
 
     With a ``teacher``, the loss is (1 − α)·label-smoothed CE + α·KD(teacher, student).
+    ``kd_term(model, step, batch, logits, labels)`` replaces the online teacher by any other KD
+    signal (a top-k cache, speculative KD; see teacher_cache.py and speculative.py).
     """
-    if teacher is not None and distill is None:
+    if (teacher is not None or kd_term is not None) and distill is None:
         raise ValueError("a teacher needs distill settings")
     optimizer = make_optimizer(model, settings)
     model.train()
@@ -75,7 +78,10 @@ def train(
             labels = batch.pop("labels")
             logits = model(**batch).logits
             loss = label_smoothed_ce(logits, labels, settings.label_smoothing)
-            if teacher is not None:
+            if kd_term is not None:
+                kd = kd_term(model, first_batch + step, batch, logits, labels)
+                loss = (1.0 - distill.alpha) * loss + distill.alpha * kd
+            elif teacher is not None:
                 with torch.no_grad():
                     teacher_logits = teacher(**batch).logits
                 kd = kd_loss(distill.loss, logits, teacher_logits, labels, distill.temperature, distill.jsd_beta)

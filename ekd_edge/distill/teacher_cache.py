@@ -1,0 +1,219 @@
+"""Offline teacher: run the teacher once, keep its top-k log-probabilities on disk, reuse them.
+
+A cache holds, for every target position of every training pair, the teacher's k most likely
+tokens and their log-probabilities at the distillation temperature, plus the log of the mass left
+outside them (the "tail"). Files are numpy arrays read memory-mapped:
+
+    run_dir/cache/teacher-<key>/
+        values.npy   float32 [positions, k]   log p_T of the top-k tokens (temperature T)
+        indices.npy  int32   [positions, k]   their token ids
+        tail.npy     float32 [positions]      log(1 − Σ top-k p_T), clamped at TAIL_FLOOR
+        offsets.npy  int64   [pairs + 1]      pair p owns positions offsets[p] : offsets[p+1]
+        meta.json    the key's ingredients
+
+The key is sha256(teacher model.safetensors) + the tokenized data's fingerprint + k + T, so a
+restart, or any other run with the same teacher and data, finds the cache instead of recomputing
+it. It is written to a temporary directory and renamed into place: a crash leaves no half cache.
+
+Tail handling: the loss compares the teacher and the student on k + 1 outcomes — the k cached
+tokens and one aggregated "other" bucket holding the rest of each distribution. Both sides stay
+proper distributions, no teacher mass is silently dropped, and with k = vocab the bucket is empty
+and the cached loss equals the online loss exactly (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ekd_edge.console import progress_bar
+from ekd_edge.distill.batches import TokenizedPairs, collate
+from ekd_edge.distill.losses import IGNORE, forward_kl, jsd, reverse_kl
+
+TAIL_FLOOR = -80.0   # log of an (almost) empty tail: finite, so 0·(log 0 − log 0) never becomes NaN
+CACHED_LOSSES = ("forward_kl", "reverse_kl", "jsd")   # logit MSE needs every raw logit: not cacheable
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pairs_fingerprint(pairs: TokenizedPairs) -> str:
+    """A hash of the exact token ids of every pair, in order."""
+    digest = hashlib.sha256()
+    for s, t in zip(pairs.src, pairs.tgt):
+        digest.update(np.asarray(s, dtype=np.int32).tobytes())
+        digest.update(b"|")
+        digest.update(np.asarray(t, dtype=np.int32).tobytes())
+        digest.update(b"#")
+    return digest.hexdigest()
+
+
+def cache_key(teacher_dir: str | Path, pairs: TokenizedPairs, k: int, temperature: float) -> str:
+    parts = f"{file_sha256(Path(teacher_dir) / 'model.safetensors')}:{pairs_fingerprint(pairs)}:{k}:{temperature!r}"
+    return hashlib.sha256(parts.encode()).hexdigest()[:20]
+
+
+@dataclass
+class TeacherCache:
+    directory: Path
+    values: np.ndarray
+    indices: np.ndarray
+    tail: np.ndarray
+    offsets: np.ndarray
+    k: int
+    temperature: float
+    built: bool = False      # True when this call computed it, False when it was found on disk
+
+    @classmethod
+    def open(cls, directory: str | Path, built: bool = False) -> "TeacherCache":
+        directory = Path(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        load = lambda name: np.load(directory / f"{name}.npy", mmap_mode="r")  # noqa: E731
+        return cls(directory, load("values"), load("indices"), load("tail"), load("offsets"),
+                   meta["k"], meta["temperature"], built)
+
+    def targets(self, pair_indices: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded (values [B, L, k], indices [B, L, k], tail [B, L]) for a batch of pairs.
+
+        Padding positions hold a uniform, finite distribution: they are masked by the loss anyway.
+        """
+        b = len(pair_indices)
+        values = np.full((b, length, self.k), -np.log(self.k), dtype=np.float32)
+        indices = np.zeros((b, length, self.k), dtype=np.int64)
+        tail = np.full((b, length), TAIL_FLOOR, dtype=np.float32)
+        for row, p in enumerate(pair_indices):
+            lo, hi = int(self.offsets[p]), int(self.offsets[p + 1])
+            values[row, : hi - lo] = self.values[lo:hi]
+            indices[row, : hi - lo] = self.indices[lo:hi]
+            tail[row, : hi - lo] = self.tail[lo:hi]
+        return torch.from_numpy(values), torch.from_numpy(indices), torch.from_numpy(tail)
+
+
+def top_k_with_tail(teacher_logits: torch.Tensor, k: int, temperature: float):
+    """The top-k log-probabilities, their ids and the log tail mass of each position."""
+    logp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    values, indices = logp.topk(k, dim=-1)
+    rest = logp.scatter(-1, indices, float("-inf"))
+    tail = torch.logsumexp(rest, dim=-1).clamp(min=TAIL_FLOOR)
+    return values, indices, tail
+
+
+@torch.inference_mode()
+def build_teacher_cache(teacher, teacher_dir: str | Path, pairs: TokenizedPairs, cache_root: str | Path,
+                        k: int, temperature: float = 1.0, batch_pairs: int = 64,
+                        description: str = "teacher cache") -> TeacherCache:
+    """The cache for (teacher, pairs, k, T): opened from disk when it exists, else computed once."""
+    vocab = teacher.config.vocab_size
+    if not 1 <= k <= vocab:
+        raise ValueError(f"teacher_cache_k must be in 1..{vocab} (the vocabulary), got {k}")
+    key = cache_key(teacher_dir, pairs, k, temperature)
+    final = Path(cache_root) / f"teacher-{key}"
+    if (final / "meta.json").is_file():
+        return TeacherCache.open(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        lengths = np.array([len(t) for t in pairs.tgt], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        total = int(offsets[-1])
+        values = np.lib.format.open_memmap(tmp / "values.npy", mode="w+", dtype=np.float32, shape=(total, k))
+        indices = np.lib.format.open_memmap(tmp / "indices.npy", mode="w+", dtype=np.int32, shape=(total, k))
+        tail = np.lib.format.open_memmap(tmp / "tail.npy", mode="w+", dtype=np.float32, shape=(total,))
+        np.save(tmp / "offsets.npy", offsets)
+        teacher.eval()
+        order = sorted(range(len(pairs)), key=lambda i: (len(pairs.tgt[i]), len(pairs.src[i])))  # little padding
+        with progress_bar() as bar:
+            task = bar.add_task(description, total=len(order), status=f"k={k}")
+            for start in range(0, len(order), batch_pairs):
+                chunk = order[start:start + batch_pairs]
+                batch = collate(pairs, chunk)
+                labels = batch.pop("labels")
+                v, i, t = top_k_with_tail(teacher(**batch).logits, k, temperature)
+                for row, p in enumerate(chunk):
+                    lo, hi = int(offsets[p]), int(offsets[p + 1])
+                    values[lo:hi] = v[row, : hi - lo].numpy()
+                    indices[lo:hi] = i[row, : hi - lo].numpy()
+                    tail[lo:hi] = t[row, : hi - lo].numpy()
+                bar.update(task, advance=len(chunk))
+        for array in (values, indices, tail):
+            array.flush()
+        del values, indices, tail
+        meta = {"k": k, "temperature": temperature, "teacher": str(teacher_dir), "pairs": len(pairs),
+                "positions": total, "key": key, "tail": "aggregated 'other' bucket"}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TeacherCache.open(final, built=True)
+
+
+def collapse_student(student_logits: torch.Tensor, indices: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Student log-probabilities on the k cached tokens plus the "other" bucket: [B, L, k + 1]."""
+    logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    top = logp.gather(-1, indices)
+    tail = torch.logsumexp(logp.scatter(-1, indices, float("-inf")), dim=-1).clamp(min=TAIL_FLOOR)
+    return torch.cat([top, tail.unsqueeze(-1)], dim=-1)
+
+
+def cached_kd_loss(name: str, student_logits, values, indices, tail, labels, temperature: float = 1.0,
+                   beta: float = 0.5) -> torch.Tensor:
+    """Word-level KD against cached top-k teacher outputs, on the k + 1 collapsed outcomes.
+
+    The collapsed log-probabilities are already normalised and tempered, so the divergences run at
+    T = 1 on them and the usual T² factor is applied here.
+    """
+    student = collapse_student(student_logits, indices, temperature)
+    teacher = torch.cat([values, tail.unsqueeze(-1)], dim=-1)
+    if name == "forward_kl":
+        value = forward_kl(student, teacher, labels, 1.0)
+    elif name == "reverse_kl":
+        value = reverse_kl(student, teacher, labels, 1.0)
+    elif name == "jsd":
+        value = jsd(student, teacher, labels, 1.0, beta)
+    else:
+        raise ValueError(f"loss {name!r} cannot use a top-k cache; choose one of {', '.join(CACHED_LOSSES)}")
+    return value * temperature * temperature
+
+
+class CachedTeacher:
+    """A KD term for train(): looks the batch's pairs up in the cache instead of running a teacher."""
+
+    def __init__(self, cache: TeacherCache, stream, loss: str, temperature: float, beta: float):
+        self.cache, self.stream, self.loss = cache, stream, loss
+        self.temperature, self.beta = temperature, beta
+
+    def __call__(self, model, step: int, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        values, indices, tail = self.cache.targets(self.stream.indices(step), labels.shape[1])
+        return cached_kd_loss(self.loss, logits, values, indices, tail, labels, self.temperature, self.beta)
+
+
+class OnlineTeacher:
+    """The same KD term with the teacher run on every batch (the reference the cache must match)."""
+
+    def __init__(self, teacher, loss: str, temperature: float, beta: float):
+        self.teacher, self.loss, self.temperature, self.beta = teacher.eval(), loss, temperature, beta
+
+    def __call__(self, model, step: int, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        from ekd_edge.distill.losses import kd_loss
+
+        with torch.no_grad():
+            teacher_logits = self.teacher(**batch).logits
+        return kd_loss(self.loss, logits, teacher_logits, labels, self.temperature, self.beta)
+
+
+__all__ = ["IGNORE", "TeacherCache", "build_teacher_cache", "cached_kd_loss", "CachedTeacher", "OnlineTeacher",
+           "cache_key", "top_k_with_tail", "CACHED_LOSSES"]

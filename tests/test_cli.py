@@ -1,0 +1,113 @@
+"""The `ekd-edge` command as a user runs it: help texts, bench on the user's own files, translate,
+and the whole demo pipeline on a nano recipe with the network blocked."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ekd_edge.cli import build_parser, main
+
+NANO_RECIPE = """
+name = "nano-demo"
+seed = 2
+[data]
+corpus = "lo-help-en-de"
+max_train_pairs = 400
+max_length = 24
+valid_sentences = 10
+[tokenizer]
+vocab_size = 200
+[training]
+batch_tokens = 512
+lr = 5e-3
+warmup_steps = 5
+eval_max_new_tokens = 12
+[[teacher]]
+name = "t1"
+size = "nano"
+steps = 30
+[[teacher]]
+name = "t2"
+size = {d_model = 48, encoder_layers = 1, decoder_layers = 1, attention_heads = 2, ffn_dim = 96}
+steps = 30
+[student]
+size = {d_model = 16, encoder_layers = 1, decoder_layers = 1, attention_heads = 2, ffn_dim = 32}
+steps_per_stage = 20
+"""
+
+
+@pytest.mark.parametrize("command", ["distill", "export", "bench", "translate", "demo"])
+def test_every_subcommand_has_a_manual(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert len(text.splitlines()) > 5 and "usage: ekd-edge " + command in text
+
+
+def test_bench_scores_the_users_own_files(tmp_path, nano_checkpoint, lo_valid, no_network):
+    src, ref = tmp_path / "mine.en", tmp_path / "mine.de"
+    src.write_text("\n".join(lo_valid.src[:12]) + "\n")
+    ref.write_text("\n".join(lo_valid.tgt[:12]) + "\n")
+    out = tmp_path / "report"
+    assert main(["bench", str(nano_checkpoint), "--src", str(src), "--ref", str(ref), "--out", str(out),
+                 "--latency-sentences", "3", "--no-memory"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    (row,) = report["rows"]
+    assert row["n_sentences"] == 12 and 0.0 <= row["bleu"] <= 100.0 and row["latency_p50_ms"] > 0
+    assert report["signature"]["data"] == "mine.en" and report["signature"]["sentences"] == 12
+    assert {"report.md", "report.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_bench_needs_both_src_and_ref(tmp_path, nano_checkpoint, capsys):
+    (tmp_path / "a.en").write_text("x\n")
+    assert main(["bench", str(nano_checkpoint), "--src", str(tmp_path / "a.en")]) == 2
+    assert "--src and --ref go together" in capsys.readouterr().err
+
+
+def test_translate_reads_arguments_and_stdin(nano_checkpoint, lo_valid):
+    args = [sys.executable, "-m", "ekd_edge", "translate", str(nano_checkpoint)]
+    by_arg = subprocess.run(args + lo_valid.src[:2], capture_output=True, text=True, timeout=120)
+    by_stdin = subprocess.run(args, input="\n".join(lo_valid.src[:2]) + "\n", capture_output=True, text=True,
+                              timeout=120)
+    assert by_arg.returncode == 0 and by_stdin.returncode == 0, by_arg.stderr
+    assert len(by_arg.stdout.splitlines()) == 2 and by_arg.stdout == by_stdin.stdout
+
+
+def test_translate_of_a_missing_model_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ekd_edge", "translate", str(tmp_path / "nope"), "hi"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
+    """distill → export fp32/int8 of every stage (parity-gated) → benchmark → report, no network."""
+    from ekd_edge.pipeline import run_demo
+
+    recipe = tmp_path / "nano.toml"
+    recipe.write_text(NANO_RECIPE)
+    run_dir = tmp_path / "run"
+    result = run_demo(str(recipe), run_dir, latency_sentences=3, test_sentences=20)
+    rows = result["rows"]
+    assert [(r["name"], r["variant"]) for r in rows] == [
+        ("t1", "pytorch"), ("t2", "pytorch"), ("stage-1", "pytorch"), ("stage-2", "pytorch"),
+        ("stage-1", "fp32"), ("stage-1", "int8"), ("stage-2", "fp32"), ("stage-2", "int8")]
+    for r in rows:
+        assert r["n_sentences"] == 20 and r["peak_rss_mb"] > 0 and r["size_mb"] > 0
+    fp32 = json.loads((run_dir / "exports" / "stage-2-fp32" / "manifest.json").read_text())
+    assert fp32["parity"]["status"] == "passed" and fp32["parity"]["n"] == 20
+    assert {"report.json", "report.md", "report.png"} <= {p.name for p in (run_dir / "report").iterdir()}
+    # a second run resumes: nothing is retrained or re-exported
+    stamps = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.safetensors")}
+    stamps.update({p: p.stat().st_mtime_ns for p in run_dir.rglob("*.onnx")})
+    run_demo(str(recipe), run_dir, latency_sentences=3, test_sentences=20)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_parser_defaults_are_sensible():
+    args = build_parser().parse_args(["export", "ckpt", "--out", "b"])
+    assert args.quantize is None and args.parity_sentences == 200 and args.parity_threshold == 0.99
