@@ -66,6 +66,7 @@ def main() -> int:
         "bundle": str(args.bundle.relative_to(REPO) if args.bundle.is_relative_to(REPO) else args.bundle),
         "data": f"{args.corpus}:test ({len(src)} sentences, fingerprint {test.fingerprint()})",
         "decoding": "greedy, batch 1, max_new_tokens 128, plain onnxruntime sessions (ort_greedy.py), 1 thread",
+        "emulated_cpu": root.cpu,
         "agreement": {k: v for k, v in agree.items()},
         "x86": {"machine": native["machine"], "onnxruntime": native["onnxruntime"],
                 "latency_ms": latency_summary(native["seconds"]), "wall_s": native_wall},
@@ -82,7 +83,7 @@ def main() -> int:
     atomic_write(args.out / "result.json", (json.dumps(result, indent=2) + "\n").encode())
     x, a = result["x86"]["latency_ms"], result["aarch64"]["latency_ms_emulated"]
     md = [
-        "# aarch64 vs x86: token agreement of the demo's int8 bundle", "",
+        f"# aarch64 vs x86: token agreement of `{args.bundle.name}`", "",
         f"Command: `{result['command']}`  ", f"Bundle: `{result['bundle']}`  ", f"Data: {result['data']}  ",
         f"Decoding: {result['decoding']}", "",
         f"**Identical token ids on {agree['identical']} of {agree['n']} sentences "
@@ -91,7 +92,7 @@ def main() -> int:
         f"| x86 (native) | {native['onnxruntime']} | {x['p50_ms']:.1f} | {x['p90_ms']:.1f} | {x['p99_ms']:.1f} |",
         f"| aarch64, {EMULATED_LABEL} | {emulated['onnxruntime']} | {a['p50_ms']:.1f} | {a['p90_ms']:.1f} "
         f"| {a['p99_ms']:.1f} |", "",
-        f"Host: {result['host']['cpu']}, {result['host']['usable_cores']} usable cores; {result['aarch64']['qemu']}; "
+        f"Host: {result['host']['cpu']}, {result['host']['usable_cores']} usable cores; {result['aarch64']['qemu']}, `-cpu {root.cpu}`; "
         f"load at the end: `{load}`.", "",
     ]
     atomic_write(args.out / "result.md", "\n".join(md).encode())

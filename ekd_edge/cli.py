@@ -43,12 +43,35 @@ def build_parser() -> argparse.ArgumentParser:
         stage: stage k distills from teacher k, warm-started from stage k-1's student.
 
         RECIPE is a TOML file or the name of a packaged recipe (`demo`). Finished models are kept:
-        running the same command again continues with the first unfinished model.
+        running the same command again continues with the first unfinished model, from its last
+        progress checkpoint ([training] checkpoint_every steps).
+
+        Data-parallel: `torchrun --nproc_per_node N -m ekd_edge distill RECIPE ...` (gloo on CPU,
+        NCCL on GPU); the global batch is the same as with one process, rank 0 writes.
 
         Output (RUN_DIR): recipe.toml, run.json, tokenizer/, teachers/<name>/, students/stage-<k>/,
         each model directory with model.safetensors, tokenizer files and metrics.json."""))
     p.add_argument("recipe", metavar="RECIPE", help="recipe file or packaged recipe name")
     p.add_argument("--run-dir", type=Path, help="where the run lives (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN_DIR (an error if there is none); a run directory that "
+                        "already holds progress is resumed even without it")
+    p.add_argument("--baselines", action="store_true",
+                   help="also train, with the ladder's total student steps, a CE-only student and one distilled "
+                        "directly from the strongest teacher (RUN_DIR/baselines/); compare them with `ekd-edge compare`")
+
+    p = sub.add_parser("compare", formatter_class=_formatter, help="BLEU/chrF of every model of a run, with bootstrap statistics",
+                       description=textwrap.dedent("""\
+        Translate the SPLIT sentences of the run's corpus with every finished model of RUN (teachers,
+        EKD stages, baselines, method variants) and print BLEU, chrF and parameters, each score with
+        its sacrebleu paired-bootstrap 95% interval and p-value against the final EKD student.
+
+        Output: RUN/compare/<split>.json and RUN/compare/<split>.md."""))
+    p.add_argument("run", metavar="RUN", type=Path, help="a run directory written by `ekd-edge distill`")
+    p.add_argument("--split", default="test", choices=["valid", "test"], help="held-out split (default: test)")
+    p.add_argument("--sentences", type=int, default=0, help="first N sentences only (default: all)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--against", default="", help="reference system for the p-values (default: the last EKD stage)")
 
     p = sub.add_parser("export", formatter_class=_formatter, help="export a checkpoint to an ONNX bundle (fp32 or int8)",
                        description=textwrap.dedent("""\
@@ -58,17 +81,39 @@ def build_parser() -> argparse.ArgumentParser:
 
         Parity gate: the fp32 export's greedy tokens must equal PyTorch's on the parity sentences
         (default: 200 validation sentences of --corpus) for at least --parity-threshold of them,
-        else nothing is written. For int8 the agreement is measured and recorded."""))
+        else nothing is written. For int8 the agreement is measured and recorded.
+
+        Quality gate: greedy BLEU of the bundle and of the checkpoint on --quality-sentences
+        validation sentences; a drop above --max-bleu-drop refuses the bundle (--force writes it,
+        recorded in the manifest).
+
+        --profile NAME reads export/NAME.toml (cpu-x86, arm64, android, ct2-int8, or a path):
+        format, quantisation, pruning, .ort conversion and gates in one file; options given on
+        the command line override it."""))
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write (replaced only if it is a bundle)")
+    p.add_argument("--profile", help="export profile: a name in export/ or a .toml file")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the weights")
-    p.add_argument("--arch", default="avx512_vnni", choices=["avx2", "avx512_vnni", "arm64"],
-                   help="int8 target instruction set (default: %(default)s)")
+    p.add_argument("--arch", choices=["avx2", "avx512_vnni", "arm64"],
+                   help="int8 target instruction set (default: avx512_vnni)")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-channel int8 weight scales (default: on)")
+    p.add_argument("--keep-fp32", action="append", metavar="NODE",
+                   help="leave ONNX nodes whose name contains NODE in fp32, e.g. lm_head (repeatable)")
+    p.add_argument("--prune", action="store_true",
+                   help="structured pruning before export (the profile's [prune], else half the FFN channels, "
+                        "one decoder layer, 300 KD recovery steps)")
+    p.add_argument("--mobile", choices=["arm", "amd64"], help="also write .ort graphs + required_operators.config")
+    p.add_argument("--quality-sentences", type=int, help="validation sentences of the BLEU gate, 0 skips it (default: 200)")
+    p.add_argument("--max-bleu-drop", type=float, help="largest BLEU drop the gate accepts (default: 0.3)")
     p.add_argument("--corpus", default="lo-help-en-de", help="corpus for the parity sentences (default: %(default)s)")
     p.add_argument("--parity-split", default="valid", choices=["valid", "test"], help="(default: %(default)s)")
     p.add_argument("--parity-sentences", type=int, default=200, help="0 skips the gate (default: %(default)s)")
     p.add_argument("--parity-threshold", type=float, default=0.99, help="(default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="write the bundle even if the parity gate fails (recorded)")
+    p.add_argument("--force", action="store_true", help="write the bundle even if a gate fails (recorded)")
+    p.add_argument("--format", choices=["onnx", "ct2", "onefile"],
+                   help="onnx: optimum's encoder/decoder layout; onefile: one model.onnx taking and returning "
+                        "strings (tokenizer, beam search and detokenizer inside the graph); ct2: CTranslate2 (default: onnx)")
 
     p = sub.add_parser("bench", formatter_class=_formatter, help="BLEU, chrF, latency, memory and size of models",
                        description=textwrap.dedent("""\
@@ -105,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="demo", help="recipe to run instead of the packaged demo")
     p.add_argument("--latency-sentences", type=int, default=100, help="(default: %(default)s)")
     p.add_argument("--test-sentences", type=int, default=0, help="score only the first N test sentences (0 = all)")
+    p = sub.add_parser("report", formatter_class=_formatter, help="stage versus deploy cost: table, Pareto plot, HTML",
+                       description=textwrap.dedent("""\
+        Gather every teacher and every stage's student (all export variants) of RUN from its
+        benchmark report (RUN/report/report.json) into one table and a plot of BLEU against p50
+        latency (marker area = size on disk), mark the Pareto-optimal models, and state each EKD
+        stage's BLEU gain and deploy cost. Writes pareto.json, pareto.md, pareto.png and a
+        self-contained pareto.html to --out (default RUN/report). --rebench measures the models
+        again first (on the test split) instead of reading the stored numbers."""))
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (or a report.json)")
+    p.add_argument("--out", type=Path, help="output directory (default: RUN/report)")
+    p.add_argument("--rebench", action="store_true", help="benchmark the report's models again before reporting")
+    p.add_argument("--corpus", default="lo-help-en-de", help="corpus for --rebench (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="threads for --rebench (0 = all cores)")
     return parser
 
 
@@ -115,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except EkdError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # "[distill] alpha ..." is the message, not a style tag
+
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished models are kept; run the same command again to continue")
@@ -127,9 +187,19 @@ def cmd_distill(args) -> int:
     from ekd_edge.distill.ladder import run_recipe
     from ekd_edge.distill.recipe import load_recipe, recipe_text
 
+    from ekd_edge.distill import distributed
+
     recipe = load_recipe(args.recipe)
     run_dir = args.run_dir or Path("runs") / recipe.name
-    summary = run_recipe(recipe, run_dir, recipe_text(args.recipe))
+    if not distributed.context().is_main:
+        console.quiet = True  # one rank reports
+    try:
+        summary = run_recipe(recipe, run_dir, recipe_text(args.recipe), resume=args.resume,
+                             baselines=args.baselines)
+    finally:
+        distributed.shutdown()
+    if console.quiet:
+        return 0
     console.print(f"run finished: {run_dir}/run.json")
     print(json.dumps({k: v.get("valid", {}).get("bleu") for k, v in {**summary["teachers"], **summary["stages"]}.items()}))
     return 0
@@ -144,14 +214,14 @@ def _sentences(corpus: str, split: str, n: int):
 
 def cmd_export(args) -> int:
     from ekd_edge.console import console
-    from ekd_edge.export import export_bundle
+    from ekd_edge.export.profiles import profile_from_args, run_export
 
-    texts = _sentences(args.corpus, args.parity_split, args.parity_sentences).src if args.parity_sentences else None
+    profile = profile_from_args(args)
     with console.status(f"exporting {args.checkpoint}") as status:
-        manifest = export_bundle(args.checkpoint, args.out, quantize=args.quantize, quant_arch=args.arch,
-                                 parity_texts=texts, parity_threshold=args.parity_threshold, force=args.force,
-                                 progress=lambda text: status.update(f"{args.checkpoint}: {text}"))
-    console.print(f"wrote {args.out} ({manifest.get('total_size', 0) / 1e6:.1f} MB); parity: {manifest.get('parity')}")
+        manifest = run_export(args.checkpoint, args.out, profile, force=args.force,
+                              progress=lambda text: status.update(f"{args.checkpoint}: {text}"))
+    console.print(f"wrote {args.out} ({manifest.get('total_size', 0) / 1e6:.1f} MB, profile {profile.name}); "
+                  f"parity: {manifest.get('parity')}; quality gate: {manifest.get('quality_gate', 'not run')}")
     return 0
 
 
@@ -192,8 +262,37 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"distill": cmd_distill, "export": cmd_export, "bench": cmd_bench, "translate": cmd_translate,
-            "demo": cmd_demo}
+def cmd_report(args) -> int:
+    from ekd_edge.bench.pareto import load_run_report, write_stage_report
+    from ekd_edge.console import console
+
+    if args.rebench:
+        from ekd_edge.pipeline import benchmark_models
+
+        payload = load_run_report(args.run)
+        models = [(r["name"], r["role"], r.get("stage"), Path(r["path"]), r.get("variant")) for r in payload["rows"]]
+        data = _sentences(args.corpus, "test", 0)
+        benchmark_models(models, data, f"{args.corpus}:test", args.run / "report", threads=args.threads or None)
+    written = write_stage_report(args.run, args.out)
+    for line in written["report"]["pareto"]:
+        console.print(f"Pareto-optimal: {line}")
+    console.print(f"report: {', '.join(str(p) for p in written['paths'].values())}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ekd_edge.console import console
+    from ekd_edge.distill.compare import compare_run, rich_table
+
+    result = compare_run(args.run, split=args.split, sentences=args.sentences, samples=args.bootstrap,
+                         reference=args.against)
+    console.print(rich_table(result))
+    print(json.dumps({"written": str(Path(args.run) / "compare" / f"{args.split}.json")}))
+    return 0
+
+
+COMMANDS = {"compare": cmd_compare, "distill": cmd_distill, "export": cmd_export, "bench": cmd_bench, "translate": cmd_translate,
+            "demo": cmd_demo, "report": cmd_report}
 
 if __name__ == "__main__":
     raise SystemExit(main())

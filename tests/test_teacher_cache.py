@@ -17,7 +17,7 @@ from ekd_edge.models import build_model, load_model
 @pytest.fixture(scope="module")
 def setup(tokenizer_dir, nano_checkpoint, lo_train):
     tokenizer = load_tokenizer(tokenizer_dir)
-    pairs = tokenize_pairs(tokenizer, lo_train.src[:60], lo_train.tgt[:60], max_length=32)
+    pairs = tokenize_pairs(tokenizer, lo_train.src[:60], lo_train.tgt[:60], max_length=62)
     teacher = load_model(nano_checkpoint)
     student = build_model("nano", vocab_size=len(tokenizer), seed=5, max_positions=64).eval()
     return pairs, teacher, student
@@ -26,7 +26,7 @@ def setup(tokenizer_dir, nano_checkpoint, lo_train):
 def _online_and_cached(setup, tmp_path, k, loss, temperature=1.0, beta=0.5):
     pairs, teacher, student = setup
     cache = build_teacher_cache(teacher, _dir(teacher), pairs, tmp_path, k, temperature)
-    idx = list(range(10, 26))
+    idx = list(range(4, 20))
     batch = collate(pairs, idx)
     labels = batch.pop("labels")
     with torch.no_grad():

@@ -56,6 +56,8 @@ def model_size_mb(path: str | Path) -> float:
     path = Path(path)
     if _is_bundle(path):
         files = [p for p in path.rglob("*") if _is_onnx_file(p)]
+        if not files and (path / "ct2" / "model.bin").is_file():  # a CTranslate2 bundle
+            files = [path / "ct2" / "model.bin"]
         if not files:
             raise BundleError(f"{path}: bundle holds no .onnx file")
         return sum(p.stat().st_size for p in files) / _MIB

@@ -25,7 +25,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +57,13 @@ CPU revision\t: 1
 """
 
 
+# qemu's default "max" core also emulates i8mm and SVE; with qemu 7.2 and onnxruntime 1.32 the int8
+# kernels chosen for it produce wrong numbers (every sentence decodes to one repeated token), while
+# fp32 is exact. A Neoverse-N1 (Cortex-A76 class: dot product, no i8mm, the core of most phones of
+# 2019-2022) gives the int8 path that real devices of that class run. cortex-a72 is too old for
+# this onnxruntime build (illegal instruction).
+
+
 class ArmError(EkdError):
     """The aarch64 root or the emulator is missing or broken."""
 
@@ -74,6 +83,8 @@ class ArmRoot:
 
     path: Path = DEFAULT_ROOT
     qemu: str = "qemu-aarch64-static"
+    # the emulated core: see EMULATED_CPU
+    cpu: str = "neoverse-n1"
     suite: str = DEBIAN_SUITE
     mirror: str = DEBIAN_MIRROR
     wheels: tuple = WHEELS
@@ -101,7 +112,7 @@ class ArmRoot:
 
     def run_command(self, args: list[str]) -> list[str]:
         """The host command that runs ``python3 ARGS…`` inside the root."""
-        return [self.qemu, "-L", str(self.path), str(self.python), *args]
+        return [self.qemu, "-cpu", self.cpu, "-L", str(self.path), str(self.python), *args]
 
     def run_env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -124,18 +135,17 @@ class ArmRoot:
         _run(self.debootstrap_command(partial))
         say("unpacking the base packages (python3)")
         _unpack_base(partial)
-        (partial / "proc").unlink(missing_ok=True) if (partial / "proc").is_symlink() else None
+        # debootstrap links proc to the host's /proc; the root needs its own, holding only cpuinfo
+        if (partial / "proc").is_symlink():
+            (partial / "proc").unlink()
         (partial / "proc").mkdir(exist_ok=True)
         (partial / "proc" / "cpuinfo").write_text(FAKE_CPUINFO)
         say("downloading aarch64 wheels")
         with tempfile.TemporaryDirectory() as tmp:
-            import sys
-
             _run(self.wheel_download_command(Path(tmp), pip or f"{sys.executable} -m pip"))
             site = partial / SITE_PACKAGES.lstrip("/")
             site.mkdir(parents=True, exist_ok=True)
-            import zipfile
-
+            # a wheel is a zip of its installed files: unpacking it is installing it (no scripts needed)
             for wheel in sorted(Path(tmp).glob("*.whl")):
                 with zipfile.ZipFile(wheel) as zf:
                     zf.extractall(site)
@@ -179,8 +189,6 @@ def _unpack_base(root: Path) -> None:
 def greedy_ids(root: ArmRoot | None, bundle: Path, id_lists: list[list[int]], threads: int = 1,
                max_new_tokens: int = 128, timeout: float | None = None) -> dict:
     """Run ``ort_greedy.py`` on ``id_lists``: under qemu in ``root``, or natively when ``root`` is None."""
-    import sys
-
     script = Path(__file__).with_name("ort_greedy.py")
     with tempfile.TemporaryDirectory() as tmp:
         ids_path, out_path = Path(tmp) / "ids.json", Path(tmp) / "out.json"

@@ -7,7 +7,9 @@ lists (tokenised on the host). Output: JSON with the generated ids and per-sente
 that two machines running the same file on the same ids can be compared token for token.
 
 The loop follows what transformers' generate does for Marian with greedy search: start from the
-decoder start token, never pick the pad token, stop at EOS or at the position limit.
+decoder start token, never pick the pad token, stop at EOS, and (with a forced EOS token, as
+Marian has) end on the last allowed position with EOS, so a run-on output has max_new_tokens - 1
+tokens.
 """
 
 import json
@@ -17,8 +19,15 @@ import time
 
 
 def _config(bundle):
+    """config.json, overridden by generation_config.json where present (as generate reads them)."""
     with open(f"{bundle}/config.json", encoding="utf-8") as fh:
-        return json.load(fh)
+        config = json.load(fh)
+    try:
+        with open(f"{bundle}/generation_config.json", encoding="utf-8") as fh:
+            config.update(json.load(fh))
+    except OSError:
+        pass
+    return config
 
 
 class GreedyDecoder:
@@ -37,6 +46,7 @@ class GreedyDecoder:
         self.pad_id = config["pad_token_id"]
         self.eos_id = config["eos_token_id"]
         self.max_positions = config["max_position_embeddings"]
+        self.forced_eos_id = config.get("forced_eos_token_id")
         # past inputs are named past_key_values.<layer>.<decoder|encoder>.<key|value>; shape (b, heads, len, dim)
         self.past_inputs = [i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
         self.output_names = [o.name for o in self.decoder.get_outputs()]
@@ -50,7 +60,9 @@ class GreedyDecoder:
         past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=np.float32) for i in self.past_inputs}
         token, out, use_cache = self.start_id, [], False
         limit = min(max_new_tokens, self.max_positions - 1)
-        for _ in range(limit):
+        for step in range(limit):
+            if step == limit - 1 and self.forced_eos_id is not None:
+                break  # generate forces EOS on the last position: the sentence ends here
             feed = {"encoder_attention_mask": mask, "input_ids": np.asarray([[token]], dtype=np.int64),
                     "encoder_hidden_states": hidden, "use_cache_branch": np.asarray([use_cache])}
             feed.update(past)

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ekd_edge.distill.losses import KD_LOSSES
+from ekd_edge.distill.methods import StageSettings, validate_stages
 from ekd_edge.errors import RecipeError
 
 
@@ -25,6 +26,7 @@ class DataSettings:
     max_length: int = 64              # tokens; longer training pairs are dropped and counted
     valid_sentences: int = 200        # validation subset scored after each model
     empty_lines: str = "error"        # "error" or "skip"
+    long_pairs: str = "drop"          # over max_length: "drop" the pair or "truncate" it (counted either way)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class TrainingSettings:
     clip_norm: float = 1.0
     eval_max_new_tokens: int = 96
     threads: int = 0                  # 0 = torch's default
+    checkpoint_every: int = 200       # steps between progress checkpoints (0 = only at each model's end)
 
 
 @dataclass
@@ -81,10 +84,15 @@ class Recipe:
     teachers: list[TeacherSettings] = field(default_factory=list)
     student: StudentSettings = field(default_factory=StudentSettings)
     distill: DistillSettings = field(default_factory=DistillSettings)
+    stages: list[StageSettings] = field(default_factory=list)   # [[stage]]: per-teacher method (methods.py)
     source: str = ""                  # where the recipe was read from
 
     def stage_names(self) -> list[str]:
         return [f"stage-{k + 1}" for k in range(len(self.teachers))]
+
+    def stage(self, k: int) -> StageSettings:
+        """Stage k's (1-based) method settings; the defaults (online word-level KD) without [[stage]]."""
+        return self.stages[k - 1] if self.stages else StageSettings()
 
 
 SECTIONS = {"data": DataSettings, "tokenizer": TokenizerSettings, "training": TrainingSettings,
@@ -120,7 +128,7 @@ def _build(cls, table: dict, where: str):
 
 
 def parse_recipe(data: dict, source: str = "<recipe>") -> Recipe:
-    allowed_top = {"name", "seed", "teacher", *SECTIONS}
+    allowed_top = {"name", "seed", "teacher", "stage", *SECTIONS}
     unknown = sorted(set(data) - allowed_top)
     if unknown:
         raise RecipeError(f"{source}: unknown top-level key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed_top))})")
@@ -131,10 +139,14 @@ def parse_recipe(data: dict, source: str = "<recipe>") -> Recipe:
     if not isinstance(teacher_tables, list):
         raise RecipeError(f"{source}: teachers are an array of tables: write [[teacher]]")
     teachers = [_build(TeacherSettings, t, f"{source} [[teacher]] #{i + 1}") for i, t in enumerate(teacher_tables)]
+    stage_tables = data.get("stage", [])
+    if not isinstance(stage_tables, list):
+        raise RecipeError(f"{source}: stages are an array of tables: write [[stage]]")
+    stages = [_build(StageSettings, t, f"{source} [[stage]] #{i + 1}") for i, t in enumerate(stage_tables)]
     seed = data.get("seed", 0)
     if not isinstance(seed, int):
         raise RecipeError(f"{source}: seed must be an integer, got {seed!r}")
-    recipe = Recipe(name=data["name"], seed=seed, teachers=teachers, source=source, **sections)
+    recipe = Recipe(name=data["name"], seed=seed, teachers=teachers, stages=stages, source=source, **sections)
     validate(recipe)
     return recipe
 
@@ -163,6 +175,8 @@ def validate(recipe: Recipe) -> None:
         (d.max_train_pairs >= 0, "[data] max_train_pairs must be >= 0 (0 = all)"),
         (d.valid_sentences > 0, "[data] valid_sentences must be > 0"),
         (d.empty_lines in ("error", "skip"), "[data] empty_lines must be \"error\" or \"skip\""),
+        (d.long_pairs in ("drop", "truncate"), "[data] long_pairs must be \"drop\" or \"truncate\""),
+        (tr.checkpoint_every >= 0, "[training] checkpoint_every must be >= 0 (0 = only at each model's end)"),
         (tr.batch_tokens >= 2 * d.max_length, "[training] batch_tokens must hold at least one pair of max_length"),
         (tr.lr > 0, "[training] lr must be > 0"),
         (tr.warmup_steps >= 0, "[training] warmup_steps must be >= 0"),
@@ -178,6 +192,7 @@ def validate(recipe: Recipe) -> None:
     for ok, message in checks:
         if not ok:
             raise RecipeError(f"{where}: {message}")
+    validate_stages(recipe.stages, len(recipe.teachers), ds.loss, recipe.tokenizer.vocab_size, where)
     from ekd_edge.models.presets import PRESETS
 
     for label, size in [(f"teacher {t.name!r}", t.size) for t in recipe.teachers if t.size is not None] + [

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ekd_edge.console import progress_bar
+from ekd_edge.console import console, progress_bar
+from ekd_edge.distill import distributed
 from ekd_edge.distill.batches import BatchStream
+from ekd_edge.distill.checkpointing import ProgressFile
 from ekd_edge.distill.losses import kd_loss, label_smoothed_ce
 from ekd_edge.distill.recipe import DistillSettings, TrainingSettings
 
@@ -55,28 +57,53 @@ def train(
     description: str = "train",
     first_batch: int = 0,
     kd_term=None,
+    seed: int | None = None,
+    progress: ProgressFile | None = None,
+    checkpoint_every: int = 0,
 ) -> TrainResult:
     """Train ``model`` for ``steps`` steps on batches ``first_batch …`` of ``stream``.
 
     With a ``teacher``, the loss is (1 − α)·label-smoothed CE + α·KD(teacher, student).
     ``kd_term(model, step, batch, logits, labels)`` replaces the online teacher by any other KD
     signal (a top-k cache, speculative KD; see teacher_cache.py and speculative.py).
+    ``seed`` seeds dropout, so a model's training does not depend on what ran before it in the
+    process. With ``progress``, the state is saved every ``checkpoint_every`` steps and after the
+    last one, and a saved state is picked up first: a killed run continues at its last checkpoint.
+    Under torchrun each rank trains on its rows of every batch (see distributed.py); ``kd_term``
+    then sees this rank's rows only.
     """
     if (teacher is not None or kd_term is not None) and distill is None:
         raise ValueError("a teacher needs distill settings")
+    ctx = distributed.context()
+    if seed is not None:
+        torch.manual_seed(seed + ctx.rank)
     optimizer = make_optimizer(model, settings)
-    model.train()
+    start_step, tokens, loss_ema = 0, 0, None
+    state = progress.load() if progress is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng = state["rng"]
+        torch.set_rng_state(rng[ctx.rank] if len(rng) == ctx.world_size else rng[0])
+        start_step, tokens, loss_ema = state["step"], state["tokens"], state["loss_ema"]
+        if ctx.is_main:
+            console.log(f"{description}: resuming at step {start_step}/{steps} from {progress.path}")
+    net = distributed.wrap_model(model)
+    net.train()
     if teacher is not None:
-        teacher.eval()
-    tokens, loss_ema, start = 0, None, time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task(description, total=steps, status="")
-        for step in range(steps):
+        teacher.to(ctx.device).eval()
+    start = time.perf_counter()
+    with progress_bar(disable=not ctx.is_main) as bar:
+        task = bar.add_task(description, total=steps, completed=start_step, status="")
+        for step in range(start_step, steps):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, settings)
-            batch = stream.batch(first_batch + step)
-            labels = batch.pop("labels")
-            logits = model(**batch).logits
+            full = stream.batch(first_batch + step)
+            full_labels = full.pop("labels")
+            batch, labels, share = distributed.local_batch(full, full_labels)
+            if ctx.device.type != "cpu":
+                batch, labels = {k: v.to(ctx.device) for k, v in batch.items()}, labels.to(ctx.device)
+            logits = net(**batch).logits
             loss = label_smoothed_ce(logits, labels, settings.label_smoothing)
             if kd_term is not None:
                 kd = kd_term(model, first_batch + step, batch, logits, labels)
@@ -86,16 +113,24 @@ def train(
                     teacher_logits = teacher(**batch).logits
                 kd = kd_loss(distill.loss, logits, teacher_logits, labels, distill.temperature, distill.jsd_beta)
                 loss = (1.0 - distill.alpha) * loss + distill.alpha * kd
-            loss.backward()
+            # Under DDP, ``share`` turns this rank's token mean into its part of the global token mean.
+            (loss * share if share != 1.0 else loss).backward()
             if settings.clip_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            tokens += int((labels != -100).sum())
+            tokens += int((full_labels != -100).sum())
             loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-            if step % 5 == 0 or step == steps - 1:
-                rate = tokens / (time.perf_counter() - start)
-                bar.update(task, completed=step + 1, status=f"loss {loss_ema:.3f} · {rate:,.0f} tok/s")
+            done = step + 1
+            if progress is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)):
+                rng_states = distributed.gather_rng_states()  # a collective: every rank takes part
+                if ctx.is_main:
+                    progress.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "rng": rng_states, "step": done, "batch": first_batch + done,
+                                   "tokens": tokens, "loss_ema": loss_ema, "world_size": ctx.world_size})
+            if step % 5 == 0 or done == steps:
+                rate = tokens / max(1e-9, time.perf_counter() - start)
+                bar.update(task, completed=done, status=f"loss {loss_ema:.3f} · {rate:,.0f} tok/s")
     model.eval()
     return TrainResult(steps, tokens, time.perf_counter() - start, float(loss_ema or 0.0))
 
@@ -109,7 +144,7 @@ def greedy_translate(model, tokenizer, texts: list[str], max_new_tokens: int, ba
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=model.config.max_position_embeddings)
+                        max_length=model.config.max_position_embeddings).to(model.device)
         generated = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
         for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             out[i] = text

@@ -25,6 +25,14 @@ DECODER_FILE = "decoder_model.onnx"
 DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
 # Without these a bundle cannot translate, whatever the manifest says.
 REQUIRED_FILES = ("config.json", ENCODER_FILE, "source.spm", "target.spm", "vocab.json")
+# A bundle's "backend" says which runtime reads it; onnx (onnxruntime) unless the manifest says otherwise.
+CT2_MODEL_FILE = "ct2/model.bin"
+REQUIRED_BY_BACKEND = {
+    "onnx": REQUIRED_FILES,
+    "ct2": (CT2_MODEL_FILE, "ct2/config.json", "config.json", "source.spm", "target.spm", "vocab.json"),
+    # strings in, strings out: tokenizer, search and detokenizer inside one graph (export/onefile.py)
+    "onefile": ("model.onnx",),
+}
 
 _VERSIONED_PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
 
@@ -67,7 +75,7 @@ def list_files(bundle_dir: str | Path) -> list[dict]:
 
 
 def build_manifest(bundle_dir: str | Path, *, variant: str, checkpoint_dir: str | Path, settings: dict,
-                   parity: dict) -> dict:
+                   parity: dict, backend: str = "onnx") -> dict:
     from ekd_edge.data.tokenizer import vocab_fingerprint
 
     bundle_dir, checkpoint_dir = Path(bundle_dir), Path(checkpoint_dir)
@@ -75,6 +83,7 @@ def build_manifest(bundle_dir: str | Path, *, variant: str, checkpoint_dir: str 
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "backend": backend,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "variant": variant,
         "files": files,
@@ -152,8 +161,11 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
             raise BundleError(f"{manifest_path}: entry {rel} lacks a sha256 or size")
         listed[rel.as_posix()] = entry
 
-    missing_required = [name for name in REQUIRED_FILES if name not in listed]
-    if not any(name in listed for name in (MERGED_DECODER_FILE, DECODER_FILE)):
+    backend = manifest.get("backend", "onnx")
+    if backend not in REQUIRED_BY_BACKEND:
+        raise BundleError(f"{manifest_path}: unknown backend {backend!r} (supported: {', '.join(REQUIRED_BY_BACKEND)})")
+    missing_required = [name for name in REQUIRED_BY_BACKEND[backend] if name not in listed]
+    if backend == "onnx" and not any(name in listed for name in (MERGED_DECODER_FILE, DECODER_FILE)):
         missing_required.append(MERGED_DECODER_FILE)
     if missing_required:
         raise BundleError(f"{manifest_path}: incomplete bundle, manifest lists no {', '.join(missing_required)}")

@@ -28,6 +28,7 @@ from ekd_edge.export.manifest import (
     write_manifest,
 )
 from ekd_edge.export.parity import DEFAULT_THRESHOLD, parity_failure, token_agreement
+from ekd_edge.export.quality_gate import DEFAULT_MAX_DROP, enforce_quality, measure_quality
 
 EXPORT_TASK = "text2text-generation-with-past"
 QUANT_ARCHS = ("avx2", "avx512_vnni", "arm64")
@@ -41,6 +42,9 @@ _KEPT_EXPORT_FILES = ("config.json", "generation_config.json", "ort_config.json"
 def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: str | None = None,
                   quant_arch: str = "avx512_vnni", parity_texts: list[str] | None = None,
                   parity_threshold: float = DEFAULT_THRESHOLD, max_new_tokens: int = 128, force: bool = False,
+                  per_channel: bool = True, keep_fp32: tuple[str, ...] | list[str] = (),
+                  quality_data: tuple[list[str], list[str]] | None = None, max_bleu_drop: float = DEFAULT_MAX_DROP,
+                  quality_reference: str | Path | None = None, mobile: str | None = None,
                   progress=None) -> dict:
     """Export a Marian checkpoint to an ONNX bundle in ``out_dir``; returns the manifest.
 
@@ -48,6 +52,13 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
     the bundle's greedy token ids are compared with PyTorch's: an fp32 bundle below
     ``parity_threshold`` is refused (nothing written) unless ``force``; an int8 bundle's agreement
     is only recorded, since quantisation is expected to flip some near-tied tokens.
+
+    ``per_channel`` picks per-channel (else per-tensor) weight scales; ``keep_fp32`` names nodes
+    (substrings of ONNX node names, e.g. ``lm_head``) left unquantised. With ``quality_data``
+    (validation sources, references) the bundle's greedy BLEU is compared with the checkpoint's and
+    a drop above ``max_bleu_drop`` refuses the bundle unless ``force``; ``quality_reference`` (a
+    checkpoint, default ``checkpoint_dir``) is what it is compared with, e.g. the unpruned model.
+    ``mobile`` ("arm" or "amd64") adds .ort graphs and required_operators.config.
     """
     from ekd_edge.models.checkpoint import check_checkpoint
 
@@ -78,7 +89,13 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
         export_onnx(checkpoint_dir, stage, scratch=work / "raw")
         if quantize:
             report(f"quantising to int8 ({quant_arch})")
-            quantize_int8(stage, quant_arch, scratch=work / "quantized")
+            quantize_int8(stage, quant_arch, scratch=work / "quantized", per_channel=per_channel, keep_fp32=keep_fp32)
+        mobile_info = None
+        if mobile:
+            from ekd_edge.export.mobile import convert_to_ort
+
+            report(f"converting to ORT format ({mobile})")
+            mobile_info = convert_to_ort(stage, work / "ort", target_platform=mobile)
 
         from ekd_edge.data.tokenizer import copy_tokenizer
 
@@ -86,6 +103,10 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
         settings = {"quantize": quantize, "arch": quant_arch if quantize else None, "max_new_tokens": max_new_tokens}
         manifest = build_manifest(stage, variant=variant, checkpoint_dir=checkpoint_dir, settings=settings,
                                   parity={"status": "not run"})
+        if quantize:
+            manifest["quantization"] = {"per_channel": per_channel, "keep_fp32": list(keep_fp32)}
+        if mobile_info:
+            manifest["mobile"] = mobile_info
         write_manifest(stage, manifest)
 
         # Loading proves ORTModelForSeq2SeqLM accepts the layout (merged decoder only) before it ships.
@@ -103,6 +124,16 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
                     raise BundleError(message + " (nothing written; force=True writes it anyway)")
                 parity["forced"] = True
             manifest["parity"] = parity
+            write_manifest(stage, manifest)
+        if quality_data:
+            src, refs = quality_data
+            report(f"quality gate: BLEU of bundle vs checkpoint on {len(src)} validation sentences")
+            from ekd_edge.translate import TorchTranslator
+
+            reference = TorchTranslator(quality_reference or checkpoint_dir)
+            quality = measure_quality(reference, candidate, src, refs, max_bleu_drop, max_new_tokens)
+            quality["reference"] = str(quality_reference or checkpoint_dir)
+            manifest["quality_gate"] = enforce_quality(quality, str(out_dir), force)
             write_manifest(stage, manifest)
         del candidate
 
@@ -145,7 +176,8 @@ def export_onnx(checkpoint_dir: str | Path, out_dir: str | Path, scratch: str | 
     return out_dir
 
 
-def quantize_int8(bundle_dir: str | Path, arch: str, scratch: str | Path) -> None:
+def quantize_int8(bundle_dir: str | Path, arch: str, scratch: str | Path, per_channel: bool = True,
+                  keep_fp32: tuple[str, ...] | list[str] = ()) -> None:
     """Dynamic int8 quantisation of every graph in ``bundle_dir``, in place, names unchanged.
 
     optimum's ORTQuantizer handles the If-subgraphs of the merged decoder without duplicating its
@@ -156,9 +188,11 @@ def quantize_int8(bundle_dir: str | Path, arch: str, scratch: str | Path) -> Non
     if arch not in QUANT_ARCHS:
         raise BundleError(f"unknown quantisation arch {arch!r} (supported: {', '.join(QUANT_ARCHS)})")
     bundle_dir, scratch = Path(bundle_dir), Path(scratch)
-    qconfig = getattr(AutoQuantizationConfig, arch)(is_static=False, per_channel=True)
     graphs = sorted(p.name for p in bundle_dir.glob("*.onnx"))
     for name in graphs:
+        excluded = _matching_nodes(bundle_dir / name, keep_fp32)
+        qconfig = getattr(AutoQuantizationConfig, arch)(is_static=False, per_channel=per_channel,
+                                                        nodes_to_exclude=excluded or None)
         try:
             with _quiet_export():
                 quantizer = ORTQuantizer.from_pretrained(bundle_dir, file_name=name)
@@ -170,6 +204,26 @@ def quantize_int8(bundle_dir: str | Path, arch: str, scratch: str | Path) -> Non
         os.replace(scratch / name, bundle_dir / name)
     if (scratch / "ort_config.json").is_file():
         os.replace(scratch / "ort_config.json", bundle_dir / "ort_config.json")
+
+
+def _matching_nodes(graph_path: Path, patterns) -> list[str]:
+    """Names of the nodes (subgraphs included) whose name contains any of ``patterns``."""
+    if not patterns:
+        return []
+    import onnx
+
+    names: set[str] = set()
+
+    def walk(graph):
+        for node in graph.node:
+            if any(p in node.name for p in patterns):
+                names.add(node.name)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+
+    walk(onnx.load(str(graph_path), load_external_data=False).graph)
+    return sorted(names)
 
 
 def _run_parity(checkpoint_dir: Path, candidate, texts: list[str], max_new_tokens: int, gated: bool,

@@ -1,0 +1,214 @@
+"""Export depth on the demo's final student: int8 presets, CTranslate2, structured pruning, .ort.
+
+    python benchmarks/export_depth.py                          # runs/demo-bench/students/stage-2
+    python benchmarks/export_depth.py --checkpoint DIR --recovery-steps 600
+
+Every variant is exported through the library (with its gates), then measured the same way:
+model-file size (the ONNX graphs, CTranslate2's model.bin or the safetensors weights), parameters,
+BLEU/chrF on the whole test split (greedy), batch-1 greedy latency (p50/p90, one thread) on the
+first test sentences. Writes benchmarks/results/export-depth/result.json and result.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ekd_edge.bench.quality import score  # noqa: E402
+from ekd_edge.bench.report import atomic_write  # noqa: E402
+from ekd_edge.bench.signature import environment_signature  # noqa: E402
+from ekd_edge.bench.speed import measure_latency  # noqa: E402
+from ekd_edge.console import console  # noqa: E402
+from ekd_edge.data import load_corpus  # noqa: E402
+
+OUT = REPO / "benchmarks" / "results" / "export-depth"
+
+
+def model_bytes(path: Path) -> int:
+    """What inference loads: ONNX graphs, CTranslate2 weights, or the checkpoint's safetensors."""
+    files = list(path.glob("*.onnx")) or list(path.glob("ct2/model.bin")) or list(path.glob("model.safetensors"))
+    return sum(f.stat().st_size for f in files)
+
+
+def bundle_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def measure(name: str, path: Path, test, latency_n: int, extra: dict | None = None) -> dict:
+    from ekd_edge.bench import model_params
+    from ekd_edge.translate import load_translator
+
+    console.print(f"measuring {name}")
+    translator = load_translator(path, threads=1)
+    start = time.perf_counter()
+    quality = score(translator.translate(test.src, max_new_tokens=128), test.tgt)
+    decode_s = time.perf_counter() - start
+    latency = measure_latency(translator, test.src[:latency_n], warmup=5, max_new_tokens=128)
+    row = {
+        "name": name,
+        "engine": translator.engine,
+        "path": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+        "model_bytes": model_bytes(path),
+        "bundle_bytes": bundle_bytes(path),
+        "params": model_params(path, translator),
+        "bleu": round(quality["bleu"], 2),
+        "chrf": round(quality["chrf"], 2),
+        "test_decode_s": round(decode_s, 1),
+        "latency_p50_ms": round(latency["p50_ms"], 2),
+        "latency_p90_ms": round(latency["p90_ms"], 2),
+        "tokens_per_s": round(latency.get("tokens_per_s", 0.0), 1),
+    }
+    row.update(extra or {})
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=REPO / "runs/demo-bench/students/stage-2")
+    parser.add_argument("--work", type=Path, default=REPO / "runs/export-depth")
+    parser.add_argument("--latency-sentences", type=int, default=100)
+    parser.add_argument("--gate-sentences", type=int, default=200)
+    parser.add_argument("--recovery-steps", type=int, default=600)
+    parser.add_argument("--render", action="store_true", help="only rewrite result.md from result.json")
+    args = parser.parse_args()
+    if args.render:
+        result = json.loads((OUT / "result.json").read_text())
+        atomic_write(OUT / "result.md", render(result).encode())
+        return 0
+
+    from ekd_edge.export.ct2 import export_ct2_bundle
+    from ekd_edge.export.onnx_export import export_bundle
+    from ekd_edge.export.prune import PruneSettings, prune_checkpoint
+
+    load_before = os.getloadavg()
+    corpus = load_corpus("lo-help-en-de")
+    test, valid = corpus.split("test"), corpus.split("valid")
+    gate = valid.head(args.gate_sentences)
+    parity = gate.src
+    ckpt, work = args.checkpoint, args.work
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    started = time.time()
+    rows = [measure("checkpoint (PyTorch fp32)", ckpt, test, args.latency_sentences)]
+
+    def onnx(name, out, **kwargs):
+        manifest = export_bundle(ckpt if "source" not in kwargs else kwargs.pop("source"), work / out,
+                                 parity_texts=parity, quality_data=(gate.src, gate.tgt), force=True, **kwargs)
+        extra = {"quality_gate": manifest.get("quality_gate"), "parity_rate": manifest["parity"].get("rate"),
+                 "settings": manifest["settings"], "quantization": manifest.get("quantization"),
+                 "mobile": manifest.get("mobile")}
+        return measure(name, work / out, test, args.latency_sentences, extra)
+
+    rows.append(onnx("onnx fp32", "onnx-fp32"))
+    rows.append(onnx("onnx int8 avx512_vnni per-channel", "onnx-int8-vnni", quantize="int8", quant_arch="avx512_vnni"))
+    rows.append(onnx("onnx int8 avx512_vnni per-tensor", "onnx-int8-vnni-tensor", quantize="int8",
+                     quant_arch="avx512_vnni", per_channel=False))
+    rows.append(onnx("onnx int8 avx2 per-channel", "onnx-int8-avx2", quantize="int8", quant_arch="avx2"))
+    rows.append(onnx("onnx int8 arm64 per-channel", "onnx-int8-arm64", quantize="int8", quant_arch="arm64"))
+    rows.append(onnx("onnx int8 vnni, lm_head kept fp32", "onnx-int8-vnni-fp32-head", quantize="int8",
+                     quant_arch="avx512_vnni", keep_fp32=("lm_head",)))
+    for quantization in ("int8", "float32"):
+        manifest = export_ct2_bundle(ckpt, work / f"ct2-{quantization}", quantization=quantization,
+                                     quality_data=(gate.src, gate.tgt), force=True)
+        rows.append(measure(f"ct2 {quantization}", work / f"ct2-{quantization}", test, args.latency_sentences,
+                            {"quality_gate": manifest.get("quality_gate")}))
+
+    settings = PruneSettings(ffn_keep=0.5, decoder_layers=1)
+    pruning = prune_checkpoint(ckpt, work / "pruned", settings, valid)
+    rows.append(measure("pruned, no recovery (PyTorch)", work / "pruned", test, args.latency_sentences,
+                        {"pruning": pruning}))
+    settings = PruneSettings(ffn_keep=0.5, decoder_layers=1, recovery_steps=args.recovery_steps, recovery_lr=1.5e-3)
+    pruning = prune_checkpoint(ckpt, work / "pruned-kd", settings, valid, corpus.split("train"))
+    rows.append(measure(f"pruned + {args.recovery_steps}-step KD recovery (PyTorch)", work / "pruned-kd", test,
+                        args.latency_sentences, {"pruning": pruning}))
+    rows.append(onnx("pruned + KD, onnx int8 arm64 + .ort", "pruned-kd-int8-ort", source=work / "pruned-kd",
+                     quantize="int8", quant_arch="arm64", mobile="arm", quality_reference=ckpt))
+
+    base = rows[0]
+    fp32_onnx = rows[1]["model_bytes"]
+    for row in rows:
+        row["bleu_drop_vs_checkpoint"] = round(base["bleu"] - row["bleu"], 2)
+        row["size_vs_onnx_fp32"] = round(row["model_bytes"] / fp32_onnx, 3)
+        row["params_vs_checkpoint"] = round(row["params"] / base["params"], 3) if row["params"] else None
+        row["latency_p50_change"] = round(row["latency_p50_ms"] / base["latency_p50_ms"] - 1, 3)
+
+    result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "checkpoint": str(ckpt),
+        "data": {"test": f"lo-help-en-de:test ({len(test.src)} sentences, greedy, max_new_tokens 128)",
+                 "latency": f"first {args.latency_sentences} test sentences, batch 1, 1 thread, 5 warm-up",
+                 "gates": f"first {args.gate_sentences} validation sentences (parity + BLEU gate, forced so every "
+                          "variant is measured; gate outcome recorded per row)"},
+        "environment": environment_signature(1),
+        "versions": _versions(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": round(time.time() - started, 1),
+        "rows": rows,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write(OUT / "result.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write(OUT / "result.md", render(result).encode())
+    console.print((OUT / "result.md").read_text())
+    return 0
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("onnx", "optimum-onnx", "ctranslate2"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def render(result: dict) -> str:
+    lines = [
+        "# Export depth on the demo's final student",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Checkpoint: `{result['checkpoint']}`  ",
+        f"Test: {result['data']['test']}  ",
+        f"Latency: {result['data']['latency']}  ",
+        f"Gates: {result['data']['gates']}  ",
+        f"Machine: {result['environment'].get('cpu')}, {result['environment'].get('usable_cores')} usable cores; "
+        f"load average before {result['load_average_before']}, after {result['load_average_after']} "
+        "(the machine is shared: latencies are indicative, compare rows with each other)  ",
+        f"Versions: {json.dumps({**result['environment'].get('packages', {}), **result.get('versions', {})})}",
+        "",
+        "| variant | model MB | × onnx fp32 | params | BLEU | ΔBLEU | chrF | p50 ms | p90 ms | Δp50 | gate |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in result["rows"]:
+        gate = r.get("quality_gate") or {}
+        gate_text = f"{gate.get('status')} ({gate.get('bleu_drop')})" if gate else "–"
+        lines.append(
+            f"| {r['name']} | {r['model_bytes'] / 1e6:.2f} | {r['size_vs_onnx_fp32']:.3f} | {r['params'] or '–'} | "
+            f"{r['bleu']:.2f} | {r['bleu_drop_vs_checkpoint']:+.2f} | {r['chrf']:.2f} | {r['latency_p50_ms']:.1f} | "
+            f"{r['latency_p90_ms']:.1f} | {r['latency_p50_change']:+.0%} | {gate_text} |")
+    lines += ["", "ΔBLEU is the drop against the PyTorch checkpoint (positive = worse); Δp50 is the latency change "
+              "against it. The quality gate column is the gate on validation data (BLEU drop in brackets). "
+              "\"× onnx fp32\" compares model files only (ONNX graphs, ct2/model.bin or model.safetensors). "
+              "The pruned model without recovery emits degenerate output up to the length limit, hence its latency. "
+              "Latencies were taken while other jobs loaded the 2 cores (see load averages): read them as rough.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

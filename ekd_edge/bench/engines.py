@@ -1,0 +1,204 @@
+"""Engines side by side: one student, the same sentences, one run, interleaved.
+
+Each engine is a translator with ``generate_ids(texts, max_new_tokens, num_beams)`` and a
+``tokenizer``. ``compare_engines`` loads them all into one process and times them round-robin:
+sentence 1 on A, B, C…, then sentence 2 on B, C…, A (the start rotates), so that drift of a
+shared machine (other load, frequency changes) lands on every engine alike. Ratios are computed
+pair by pair: for each sentence, engine A's time over engine B's on that same sentence, and the
+median of those ratios is reported next to the ratio of the p50s.
+
+Load time and peak RSS come from a fresh process per engine (``python -m ekd_edge.bench.engines
+probe …``), as ``ekd_edge.bench.probe`` does for the main report.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ekd_edge.bench.speed import latency_summary, percentile
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine to compare: ``kind`` picks the loader, ``path`` is what it loads."""
+
+    name: str      # "onefile-int8"
+    kind: str      # pytorch | onnxruntime | onefile | ctranslate2
+    path: Path
+    precision: str  # fp32 | int8
+
+
+def load_engine(spec: EngineSpec, threads: int | None):
+    """A translator for ``spec`` with ``threads`` intra-op threads (None: the engine's default)."""
+    if spec.kind == "pytorch":
+        from ekd_edge.translate import TorchTranslator
+
+        return TorchTranslator(spec.path, threads=threads)
+    if spec.kind == "onnxruntime":
+        from ekd_edge.export.bundle import OnnxTranslator
+
+        return OnnxTranslator(spec.path, threads=threads)
+    if spec.kind == "onefile":
+        from ekd_edge.export.onefile import OneFileTranslator
+
+        return OneFileTranslator(spec.path, threads=threads)
+    if spec.kind == "ctranslate2":
+        from ekd_edge.export.ct2 import Ct2Translator
+
+        return Ct2Translator(spec.path, threads=threads)
+    raise ValueError(f"unknown engine kind {spec.kind!r}")
+
+
+def size_on_disk_mb(path: Path) -> float:
+    """MiB of what the engine loads: weights and graphs, without tokenizer or metadata files."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size / _MIB
+    weights = (".onnx", ".onnx_data", ".onnx.data", ".safetensors", ".bin")
+    files = [p for p in path.rglob("*") if p.is_file() and p.name.endswith(weights)]
+    return sum(p.stat().st_size for p in files) / _MIB
+
+
+def pair_ratios(numerator_s: list[float], denominator_s: list[float]) -> dict:
+    """Per-sentence ratios numerator/denominator of two engines timed on the same sentences.
+
+    ``median`` < 1 means the numerator engine is faster. ``p50_ratio`` is the ratio of the two
+    p50 latencies, for comparison; the per-sentence median is the robust figure because each
+    pair was measured moments apart on the same input.
+    """
+    if len(numerator_s) != len(denominator_s):
+        raise ValueError(f"{len(numerator_s)} timings against {len(denominator_s)}: not the same sentences")
+    if not numerator_s:
+        raise ValueError("no timings to compare")
+    if any(t <= 0 for t in denominator_s):
+        raise ValueError("a timing of zero or less cannot divide")
+    ratios = [a / b for a, b in zip(numerator_s, denominator_s)]
+    return {
+        "median": percentile(ratios, 50),
+        "p10": percentile(ratios, 10),
+        "p90": percentile(ratios, 90),
+        "p50_ratio": percentile(numerator_s, 50) / percentile(denominator_s, 50),
+        "wins": sum(r < 1 for r in ratios),
+        "n": len(ratios),
+    }
+
+
+def timed_translate(translator, text: str, max_new_tokens: int) -> tuple[str, int]:
+    """One sentence text-to-text, as an app calls it: (translation, number of generated tokens).
+
+    A one-file model tokenises and detokenises inside its graph; the other engines do it around
+    ``generate_ids`` with their tokenizer. Both are timed whole.
+    """
+    session = getattr(translator, "session", None)
+    if session is not None and not hasattr(translator, "tokenizer"):
+        from ekd_edge.export.onefile import run_onefile
+        from ekd_edge.translate import _strip
+
+        texts, rows = run_onefile(session, [text], max_new_tokens=max_new_tokens)
+        return texts[0], len(_strip([int(i) for i in rows[0]], translator.pad_id, translator.eos_id))
+    ids = translator.generate_ids([text], max_new_tokens, 1)[0]
+    return translator.tokenizer.decode(ids, skip_special_tokens=True), len(ids)
+
+
+def interleaved_latency(translators: dict, texts: list[str], warmup: int = 5, max_new_tokens: int = 128,
+                        progress=None) -> dict:
+    """Batch-1 greedy seconds per sentence for each translator, measured round-robin.
+
+    Returns {name: {"seconds": [...], "tokens": [...]}} with one entry per text, in text order.
+    """
+    names = list(translators)
+    for name in names:
+        for i in range(max(0, warmup)):
+            timed_translate(translators[name], texts[i % len(texts)], max_new_tokens)
+    timings = {name: {"seconds": [], "tokens": []} for name in names}
+    gc.collect()
+    for i, text in enumerate(texts):
+        # rotate who goes first: none always runs right after a particular other engine
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            translator = translators[name]
+            start = time.perf_counter()
+            _, n_tokens = timed_translate(translator, text, max_new_tokens)
+            timings[name]["seconds"].append(time.perf_counter() - start)
+            timings[name]["tokens"].append(n_tokens)
+        if progress and (i + 1) % 10 == 0:
+            progress(i + 1)
+    return timings
+
+
+def summarise(timing: dict) -> dict:
+    summary = latency_summary(timing["seconds"])
+    total = sum(timing["seconds"])
+    summary["tokens_per_s"] = sum(timing["tokens"]) / total if total > 0 else 0.0
+    summary["n_sentences"] = len(timing["seconds"])
+    return summary
+
+
+def probe_engine(spec: EngineSpec, src_file: Path, n: int, threads: int | None, max_new_tokens: int = 128) -> dict:
+    """Load time and peak RSS of ``spec`` in a fresh process translating ``n`` lines of ``src_file``."""
+    command = probe_command(spec, src_file, n, threads, max_new_tokens)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        from ekd_edge.bench.probe import ProbeError
+
+        raise ProbeError(f"{spec.path}: engine probe failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def probe_command(spec: EngineSpec, src_file: Path, n: int, threads: int | None, max_new_tokens: int) -> list[str]:
+    return [sys.executable, "-m", "ekd_edge.bench.engines", "probe", spec.name, spec.kind, str(spec.path),
+            spec.precision, str(src_file), str(n), str(threads or 0), str(max_new_tokens)]
+
+
+def _probe_main(args: list[str]) -> int:
+    from ekd_edge.bench.probe import peak_rss_mib
+    from ekd_edge.data.corpus import read_lines
+
+    name, kind, path, precision, src, n, threads, max_new_tokens = args
+    lines = read_lines(src)[: int(n)]
+    start = time.perf_counter()
+    translator = load_engine(EngineSpec(name, kind, Path(path), precision), int(threads) or None)
+    load_s = time.perf_counter() - start
+    for line in lines:
+        timed_translate(translator, line, int(max_new_tokens))
+    peak, source = peak_rss_mib()
+    print(json.dumps({"load_s": load_s, "peak_rss_mb": peak, "rss_source": source, "n_sentences": len(lines)}))
+    return 0
+
+
+def compare_engines(specs: list[EngineSpec], texts: list[str], threads: int | None, *, warmup: int = 5,
+                    max_new_tokens: int = 128, src_file: Path | None = None, probe_sentences: int = 20,
+                    progress=None) -> dict:
+    """Interleaved latency of every engine, their pair-by-pair ratios, size, load time and peak RSS."""
+    translators = {}
+    for spec in specs:
+        translators[spec.name] = load_engine(spec, threads)
+    timings = interleaved_latency(translators, texts, warmup=warmup, max_new_tokens=max_new_tokens,
+                                  progress=progress)
+    # the first translations of each engine, kept so that a reader can see they do the same work
+    outputs = {name: [timed_translate(t, text, max_new_tokens)[0] for text in texts[:20]]
+               for name, t in translators.items()}
+    del translators
+    gc.collect()
+    engines = {}
+    for spec in specs:
+        row = {"kind": spec.kind, "precision": spec.precision, "path": str(spec.path),
+               "size_mb": size_on_disk_mb(spec.path), **summarise(timings[spec.name])}
+        if src_file is not None:
+            row.update({k: v for k, v in probe_engine(spec, src_file, probe_sentences, threads, max_new_tokens).items()
+                        if k in ("load_s", "peak_rss_mb", "rss_source")})
+        engines[spec.name] = row
+    return {"engines": engines, "timings": timings, "outputs_first_20": outputs}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "probe":
+        raise SystemExit(_probe_main(sys.argv[2:]))
+    raise SystemExit("usage: python -m ekd_edge.bench.engines probe NAME KIND PATH PRECISION SRC N THREADS MAX_NEW")

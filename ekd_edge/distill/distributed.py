@@ -1,0 +1,143 @@
+"""Data-parallel training under torchrun: one process per device, the same global batch as one process.
+
+    torchrun --nproc_per_node 4 -m ekd_edge distill RECIPE --run-dir runs/x
+
+Every rank builds the same batch (the batch order is a pure function of seed and step) and keeps
+its share of the rows; gradients are averaged by DistributedDataParallel. Each rank's loss is
+rescaled by its share of the batch's target tokens, so the averaged gradient is the gradient of
+the token mean over the *whole* batch, exactly what a single process computes. Rank 0 alone
+evaluates, writes checkpoints and logs; the others wait at a barrier.
+
+Backends: NCCL when CUDA is available (one GPU per local rank), gloo on CPU. Without torchrun
+(WORLD_SIZE unset or 1) every function here is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+_context: "DistContext | None" = None
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def context() -> DistContext:
+    """The process group of this run, set up on first use from torchrun's environment variables."""
+    global _context
+    if _context is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            _context = DistContext()
+        else:
+            rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+            if torch.cuda.is_available():
+                torch.cuda.set_device(local_rank)
+                device, backend = torch.device("cuda", local_rank), "nccl"
+            else:
+                device, backend = torch.device("cpu"), "gloo"
+            if not dist.is_initialized():
+                dist.init_process_group(backend=backend)
+            _context = DistContext(rank, world_size, local_rank, device)
+    return _context
+
+
+def barrier() -> None:
+    if context().enabled:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    global _context
+    if _context is not None and _context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+    _context = None
+
+
+def wrap_model(model):
+    """The model on this rank's device, inside DistributedDataParallel when there are several ranks."""
+    ctx = context()
+    model.to(ctx.device)
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model):
+    return getattr(model, "module", model)
+
+
+def shard_range(n: int, rank: int | None = None, world_size: int | None = None) -> range:
+    """This rank's contiguous slice of ``n`` items (sizes differ by at most one).
+
+    For work split by sentence rather than by batch (teacher caches, sequence-level decoding):
+    each rank handles ``items[shard_range(len(items))]`` and ``gather_lists`` puts them back in order.
+    """
+    ctx = context()
+    rank = ctx.rank if rank is None else rank
+    world_size = ctx.world_size if world_size is None else world_size
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def gather_lists(local: list) -> list:
+    """Concatenate every rank's list in rank order (on every rank); the identity for one process."""
+    if not context().enabled:
+        return list(local)
+    parts: list = [None] * context().world_size
+    dist.all_gather_object(parts, local)
+    return [item for part in parts for item in part]
+
+
+def local_batch(batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[dict, torch.Tensor, float]:
+    """This rank's rows of a global batch, and the factor that makes its token-mean loss a share of
+    the global token mean under DDP's gradient averaging: local_tokens × world_size / global_tokens.
+
+    A rank left without rows (a batch of fewer rows than ranks) computes on row 0 with factor 0,
+    so it still joins the gradient all-reduce.
+    """
+    ctx = context()
+    if not ctx.enabled:
+        return batch, labels, 1.0
+    rows = shard_range(labels.shape[0])
+    factor_rows = rows
+    if len(rows) == 0:
+        rows = range(0, 1)
+    pick = slice(rows.start, rows.stop)
+    local = {key: value[pick] for key, value in batch.items()}
+    local_labels = labels[pick]
+    global_tokens = int((labels != -100).sum())
+    local_tokens = int((local_labels != -100).sum()) if len(factor_rows) else 0
+    factor = local_tokens * ctx.world_size / max(1, global_tokens)
+    return local, local_labels, factor
+
+
+def gather_rng_states() -> list[torch.Tensor]:
+    """Every rank's torch CPU RNG state (rank order), for a progress checkpoint written by rank 0."""
+    state = torch.get_rng_state()
+    if not context().enabled:
+        return [state]
+    parts: list = [None] * context().world_size
+    dist.all_gather_object(parts, state)
+    return parts

@@ -1,0 +1,193 @@
+"""Per-stage distillation methods: what a recipe's ``[[stage]]`` tables select, and how a stage runs.
+
+    [[stage]]                         # one per teacher, in ladder order; absent = all defaults
+    method = "word_kd"                # "word_kd" | "seq_kd" | "speculative" | "ce"
+    teacher_cache_k = 0               # word_kd / seq_kd: > 0 = offline top-k teacher cache
+    seqkd_beams = 4                   # seq_kd: beam size of the teacher's decoding
+    seqkd_nbest = 1                   # seq_kd: > 1 = keep the n-best entry closest to the reference
+    seqkd_mix = "distilled"           # seq_kd: "distilled" or "both" (with the references)
+    spec_k = 25                       # speculative: teacher top-K that accepts a student token
+    spec_block = 5                    # speculative: tokens the student drafts per block
+    spec_student_temp = 1.0
+    spec_teacher_temp = 1.0
+    init = "warm"                     # stage 1 only: "copy:every_other" | "copy:first" | "copy:0,2"
+
+word_kd   (1 − α)·CE + α·KD(teacher ‖ student) on the references ([distill] loss, α, T, β)
+seq_kd    the same loss on the teacher's beam translations of the training sources
+speculative  (1 − α)·CE on references + α·KD on student-drafted, teacher-verified sequences
+ce        no teacher at all: label-smoothed cross-entropy only
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ekd_edge.errors import RecipeError
+
+METHODS = ("word_kd", "seq_kd", "speculative", "ce")
+
+
+@dataclass
+class StageSettings:
+    method: str = "word_kd"
+    teacher_cache_k: int = 0
+    seqkd_beams: int = 4
+    seqkd_nbest: int = 1
+    seqkd_mix: str = "distilled"
+    spec_k: int = 25
+    spec_block: int = 5
+    spec_student_temp: float = 1.0
+    spec_teacher_temp: float = 1.0
+    init: str = "warm"
+
+
+def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vocab_size: int, where: str) -> None:
+    """Reject combinations that cannot work, saying what to change."""
+    from ekd_edge.distill.copy_init import parse_init
+    from ekd_edge.distill.seqkd import MIXES
+    from ekd_edge.distill.teacher_cache import CACHED_LOSSES
+
+    if stages and len(stages) != teachers:
+        raise RecipeError(f"{where}: {len(stages)} [[stage]] tables for {teachers} teachers; give one per teacher or none")
+    defaults = StageSettings()
+    for k, s in enumerate(stages, start=1):
+        at = f"{where} [[stage]] #{k}"
+        if s.method not in METHODS:
+            raise RecipeError(f"{at}: method must be one of {', '.join(METHODS)}, got {s.method!r}")
+        if s.teacher_cache_k < 0 or s.teacher_cache_k > vocab_size:
+            raise RecipeError(f"{at}: teacher_cache_k must be in 0..{vocab_size} ([tokenizer] vocab_size; 0 = online teacher)")
+        if s.teacher_cache_k and s.method not in ("word_kd", "seq_kd"):
+            raise RecipeError(f"{at}: teacher_cache_k only applies to method = \"word_kd\" or \"seq_kd\"; remove it")
+        if s.teacher_cache_k and kd_loss not in CACHED_LOSSES:
+            raise RecipeError(f"{at}: [distill] loss = {kd_loss!r} needs every logit, so it cannot use a top-k cache; "
+                              f"set teacher_cache_k = 0 or loss to one of {', '.join(CACHED_LOSSES)}")
+        if s.method == "speculative" and kd_loss == "mse":
+            raise RecipeError(f"{at}: speculative KD compares distributions; set [distill] loss to a divergence, not \"mse\"")
+        for name in ("seqkd_beams", "seqkd_nbest", "seqkd_mix"):
+            if s.method != "seq_kd" and getattr(s, name) != getattr(defaults, name):
+                raise RecipeError(f"{at}: {name} only applies to method = \"seq_kd\"; remove it or change the method")
+        for name in ("spec_k", "spec_block", "spec_student_temp", "spec_teacher_temp"):
+            if s.method != "speculative" and getattr(s, name) != getattr(defaults, name):
+                raise RecipeError(f"{at}: {name} only applies to method = \"speculative\"; remove it or change the method")
+        checks = [
+            (s.seqkd_beams >= 1, "seqkd_beams must be >= 1"),
+            (1 <= s.seqkd_nbest <= s.seqkd_beams, "seqkd_nbest must be in 1..seqkd_beams"),
+            (s.seqkd_mix in MIXES, f"seqkd_mix must be one of {', '.join(MIXES)}"),
+            (1 <= s.spec_k <= vocab_size, f"spec_k must be in 1..{vocab_size}"),
+            (s.spec_block >= 1, "spec_block must be >= 1"),
+            (s.spec_student_temp > 0 and s.spec_teacher_temp > 0, "spec_student_temp and spec_teacher_temp must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RecipeError(f"{at}: {message}")
+        if parse_init(s.init) is not None and k != 1:
+            raise RecipeError(f"{at}: init = {s.init!r} only applies to stage 1 (later stages warm-start "
+                              "from the previous student); remove it")
+
+
+@dataclass
+class StagePlan:
+    """What train() needs for one stage: data stream, online teacher or a KD term, and notes for metrics."""
+    stream: object
+    teacher: object = None
+    kd_term: object = None
+    first_batch: int = 0
+    notes: dict = field(default_factory=dict)
+
+
+def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, teacher_dir: Path, stream,
+               tokenizer, train_src: list[str], train_tgt: list[str], run_dir: Path) -> StagePlan:
+    """Set a stage up: build or reuse caches and distilled data, choose the KD signal, copy-init."""
+    from ekd_edge.distill.batches import BatchStream
+
+    ds = recipe.distill
+    cache_root = Path(run_dir) / "cache"
+    notes: dict = {"method": settings.method}
+    first_batch = (k - 1) * recipe.student.steps_per_stage
+    mapping = None
+    if settings.init != "warm":
+        from ekd_edge.distill.copy_init import copy_init, parse_init
+
+        mapping = parse_init(settings.init)
+    if mapping is not None:
+        notes["copy_init"] = copy_init(student, teacher, mapping)
+    if settings.method == "ce":
+        return StagePlan(stream, first_batch=first_batch, notes=notes)
+    if settings.method == "speculative":
+        from ekd_edge.distill.speculative import SpeculativeSettings, SpeculativeTeacher
+
+        spec = SpeculativeSettings(settings.spec_k, settings.spec_block, settings.spec_student_temp,
+                                   settings.spec_teacher_temp)
+        term = SpeculativeTeacher(teacher, spec, ds.loss, ds.temperature, ds.jsd_beta, seed=recipe.seed + k)
+        notes["speculative"] = spec.__dict__
+        return StagePlan(stream, kd_term=term, first_batch=first_batch, notes=notes)
+    if settings.method == "seq_kd":
+        from ekd_edge.distill.seqkd import SeqKDSettings, distill_targets, distilled_pairs
+
+        seq = SeqKDSettings(beams=settings.seqkd_beams, nbest=settings.seqkd_nbest, mix=settings.seqkd_mix,
+                            max_new_tokens=recipe.data.max_length)
+        data = distill_targets(teacher, teacher_dir, tokenizer, train_src, train_tgt, cache_root, seq,
+                               description=f"stage {k}: seq-KD decoding")
+        pairs = distilled_pairs(tokenizer, train_src, train_tgt, data.targets, seq.mix, recipe.data.max_length)
+        stream = BatchStream(pairs, recipe.training.batch_tokens, recipe.seed + k)
+        first_batch = 0
+        notes["seqkd"] = {"beams": seq.beams, "nbest": seq.nbest, "mix": seq.mix, "pairs": len(pairs),
+                          "decoded_now": data.decoded_now, "cache": str(data.directory)}
+    if settings.teacher_cache_k:
+        from ekd_edge.distill.teacher_cache import CachedTeacher, build_teacher_cache
+
+        cache = build_teacher_cache(teacher, teacher_dir, stream.pairs, cache_root, settings.teacher_cache_k,
+                                    ds.temperature, description=f"stage {k}: teacher top-{settings.teacher_cache_k}")
+        notes["teacher_cache"] = {"k": settings.teacher_cache_k, "built_now": cache.built, "path": str(cache.directory)}
+        return StagePlan(stream, kd_term=CachedTeacher(cache, stream, ds.loss, ds.temperature, ds.jsd_beta),
+                         first_batch=first_batch, notes=notes)
+    return StagePlan(stream, teacher=teacher, first_batch=first_batch, notes=notes)
+
+
+BASELINES = ("ce-only", "direct-kd")
+
+
+def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_dir: Path, tokenizer_dir: Path,
+                  finish) -> dict:
+    """The two students EKD must beat, each trained for the ladder's total student steps from scratch:
+    ``ce-only`` (no teacher) and ``direct-kd`` (word-level KD from the strongest teacher alone).
+
+    ``finish(model, out_dir, role, result, extra)`` is the ladder's evaluate-and-save step, so the
+    baselines are scored exactly like the EKD stages. Finished baselines are never retrained.
+    """
+    from ekd_edge.distill.checkpointing import ProgressFile
+    from ekd_edge.distill.ladder import is_done, with_lr
+    from ekd_edge.distill.trainer import train
+    from ekd_edge.models import build_model, load_model
+
+    total = recipe.student.steps_per_stage * len(recipe.teachers)
+    for name in BASELINES:
+        out_dir = Path(run_dir) / "baselines" / name
+        if is_done(out_dir):
+            continue
+        student = build_model(recipe.student.size, vocab_size, seed=recipe.seed + 1000, dropout=recipe.training.dropout)
+        teacher = load_model(top_teacher_dir, expected_vocab=tokenizer_dir) if name == "direct-kd" else None
+        kd_term, cache_k = None, recipe.stage(len(recipe.teachers)).teacher_cache_k
+        if teacher is not None and cache_k:   # the same KD signal as the last EKD stage: its top-k cache
+            from ekd_edge.distill.teacher_cache import CachedTeacher, build_teacher_cache
+
+            ds = recipe.distill
+            cache = build_teacher_cache(teacher, top_teacher_dir, stream.pairs, Path(run_dir) / "cache", cache_k,
+                                        ds.temperature, description=f"baseline {name}: teacher top-{cache_k}")
+            kd_term, teacher = CachedTeacher(cache, stream, ds.loss, ds.temperature, ds.jsd_beta), None
+        result = train(student, stream, total, with_lr(recipe.training, recipe.student.lr), teacher=teacher,
+                       kd_term=kd_term, distill=recipe.distill if name == "direct-kd" else None,
+                       description=f"baseline {name}",
+                       seed=recipe.seed + 2000, progress=ProgressFile.for_model(out_dir, "baseline", total),
+                       checkpoint_every=recipe.training.checkpoint_every)
+        finish(student, out_dir, "baseline", result,
+               {"baseline": name, "teacher": str(top_teacher_dir) if name == "direct-kd" else None,
+                "teacher_cache_k": cache_k if name == "direct-kd" else None})
+    return {name: json_or_empty(Path(run_dir) / "baselines" / name / "metrics.json") for name in BASELINES}
+
+
+def json_or_empty(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else {}

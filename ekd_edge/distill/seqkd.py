@@ -1,0 +1,136 @@
+"""Sequence-level KD (Kim & Rush 2016): train the student on the teacher's own translations.
+
+The teacher beam-decodes every training source once. With ``nbest > 1`` it keeps the n best
+hypotheses and picks, per sentence, the one closest to the reference by sentence chrF
+("seq-inter": the teacher's output space, steered toward the truth). The student is then trained
+on the distilled targets alone (``mix = "distilled"``) or on references and distilled targets
+together (``mix = "both"``).
+
+Decoding is cached and resumable: sources are decoded in chunks, each chunk written atomically
+as soon as it is done, under run_dir/cache/seqkd-<key>/ where the key hashes the teacher's
+weights, the sources, the references and the decoding settings. A restart skips finished chunks,
+and a finished run re-reads ``targets.txt`` without running the teacher at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ekd_edge.console import progress_bar
+from ekd_edge.distill.batches import TokenizedPairs, tokenize_pairs
+from ekd_edge.distill.teacher_cache import file_sha256
+
+MIXES = ("distilled", "both")
+
+
+@dataclass
+class SeqKDSettings:
+    beams: int = 4
+    nbest: int = 1                # > 1: keep the hypothesis closest to the reference by chrF
+    max_new_tokens: int = 64
+    mix: str = "distilled"        # "distilled" or "both" (references + distilled targets)
+    chunk: int = 256              # sentences per resumable chunk
+    batch_size: int = 32
+
+
+@dataclass
+class DistilledData:
+    targets: list[str]
+    directory: Path
+    decoded_now: int              # sentences the teacher decoded in this call (0 on a full cache hit)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def seqkd_key(teacher_dir: str | Path, src: list[str], refs: list[str], settings: SeqKDSettings) -> str:
+    digest = hashlib.sha256(file_sha256(Path(teacher_dir) / "model.safetensors").encode())
+    for line in src + ["\x00"] + refs:
+        digest.update(line.encode() + b"\n")
+    digest.update(f"{settings.beams}:{settings.nbest}:{settings.max_new_tokens}".encode())
+    return digest.hexdigest()[:20]
+
+
+def closest_by_chrf(hypotheses: list[str], reference: str) -> str:
+    """The hypothesis with the highest sentence chrF against the reference (first one on ties)."""
+    from sacrebleu.metrics import CHRF
+
+    chrf = CHRF()
+    scores = [chrf.sentence_score(h, [reference]).score for h in hypotheses]
+    return hypotheses[max(range(len(hypotheses)), key=lambda i: scores[i])]
+
+
+@torch.inference_mode()
+def beam_decode(teacher, tokenizer, src: list[str], refs: list[str], settings: SeqKDSettings) -> list[str]:
+    """The teacher's beam output for ``src``; with nbest > 1 the n-best entry closest to ``refs``."""
+    nbest = max(1, settings.nbest)
+    beams = max(settings.beams, nbest)
+    out: list[str] = [""] * len(src)
+    order = sorted(range(len(src)), key=lambda i: len(src[i]))
+    for start in range(0, len(order), settings.batch_size):
+        idx = order[start:start + settings.batch_size]
+        enc = tokenizer([src[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                        max_length=teacher.config.max_position_embeddings)
+        generated = teacher.generate(**enc, num_beams=beams, num_return_sequences=nbest, do_sample=False,
+                                     max_new_tokens=settings.max_new_tokens, early_stopping=True)
+        texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        for j, i in enumerate(idx):
+            candidates = texts[j * nbest:(j + 1) * nbest]
+            out[i] = candidates[0] if nbest == 1 else closest_by_chrf(candidates, refs[i])
+    return out
+
+
+def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str], refs: list[str],
+                    cache_root: str | Path, settings: SeqKDSettings, description: str = "seq-KD decoding") -> DistilledData:
+    """Distilled targets for every source, decoded once and cached chunk by chunk."""
+    if len(src) != len(refs):
+        raise ValueError(f"{len(src)} sources but {len(refs)} references")
+    directory = Path(cache_root) / f"seqkd-{seqkd_key(teacher_dir, src, refs, settings)}"
+    final = directory / "targets.txt"
+    if final.is_file():
+        return DistilledData(final.read_text().split("\n")[: len(src)], directory, 0)
+    directory.mkdir(parents=True, exist_ok=True)
+    teacher.eval()
+    chunks = range(0, len(src), settings.chunk)
+    decoded = 0
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=len(src), status=f"beam {settings.beams}, n-best {settings.nbest}")
+        for start in chunks:
+            path = directory / f"chunk-{start:08d}.json"
+            end = min(len(src), start + settings.chunk)
+            if not path.is_file():
+                texts = beam_decode(teacher, tokenizer, src[start:end], refs[start:end], settings)
+                _write_atomic(path, json.dumps(texts, ensure_ascii=False))
+                decoded += end - start
+            bar.update(task, completed=end)
+    targets: list[str] = []
+    for start in chunks:
+        targets += json.loads((directory / f"chunk-{start:08d}.json").read_text())
+    # one line per target; decoded text never holds a newline (the tokenizer maps it to a space)
+    _write_atomic(final, "\n".join(t.replace("\n", " ") for t in targets))
+    _write_atomic(directory / "meta.json", json.dumps({"teacher": str(teacher_dir), "sentences": len(src),
+                                                       "beams": settings.beams, "nbest": settings.nbest}, indent=2))
+    for start in chunks:
+        (directory / f"chunk-{start:08d}.json").unlink(missing_ok=True)
+    return DistilledData(targets, directory, decoded)
+
+
+def distilled_pairs(tokenizer, src: list[str], refs: list[str], distilled: list[str], mix: str,
+                    max_length: int) -> TokenizedPairs:
+    """Training pairs on distilled targets, or on references and distilled targets together."""
+    if mix not in MIXES:
+        raise ValueError(f"seqkd mix must be one of {', '.join(MIXES)}, got {mix!r}")
+    keep = [i for i, t in enumerate(distilled) if t.strip()]   # an empty hypothesis teaches nothing
+    d_src, d_tgt = [src[i] for i in keep], [distilled[i] for i in keep]
+    if mix == "both":
+        d_src, d_tgt = src + d_src, refs + d_tgt
+    return tokenize_pairs(tokenizer, d_src, d_tgt, max_length)

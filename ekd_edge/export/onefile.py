@@ -1,0 +1,618 @@
+"""The one-file model: strings in, strings out, the whole decode loop inside ONNX Runtime.
+
+``model.onnx`` chains four pieces in one graph, so an app translates with a single ``run``:
+
+1. ``SentencepieceTokenizer`` (onnxruntime-extensions) turns each text into SentencePiece ids;
+   the graph pads them into a batch, appends EOS as MarianTokenizer does and caps the length at
+   the model's position table.
+2. ``com.microsoft.BeamSearch`` (model_type 1, the encoder-decoder flavour) runs two subgraphs
+   built here from optimum's exports: an *init* subgraph (encoder + first decoder step, which
+   also returns the cross-attention keys/values) and a *step* subgraph (the decoder with past
+   keys/values). Beam size and maximum length are graph inputs.
+3. Unknown-token ids are mapped to padding, so the text matches ``decode(skip_special_tokens=True)``.
+4. ``SentencepieceDecoder`` (one row at a time, inside a ``Loop``) turns ids back into text,
+   stripped like MarianTokenizer's output.
+
+The subgraph interface is the one ORT's T5 generation path expects: the init subgraph takes
+int32 ``encoder_input_ids``/``encoder_attention_mask``/``decoder_input_ids`` and returns
+``logits``, ``encoder_hidden_states`` and ``present_{key,value}_{self,cross}_<layer>``; the step
+subgraph takes ``input_ids``, ``encoder_attention_mask`` and the ``past_*`` tensors in the same
+order and returns ``logits`` and the self-attention ``present_*``. Adapters (casts to int64,
+renames) wrap optimum's graphs, whose Marian specifics (scaled embeddings, final_logits_bias)
+are already inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ekd_edge.errors import BundleError, CheckpointError
+from ekd_edge.export.manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    file_sha256,
+    library_versions,
+    list_files,
+    read_manifest,
+    write_manifest,
+)
+from ekd_edge.export.parity import DEFAULT_THRESHOLD
+
+MODEL_FILE = "model.onnx"
+LAYOUT = "onefile"
+
+# The graph's interface. The Android app reads the same names from its contract file, and
+# tests/test_android_contract.py checks that file against a real model.
+TEXT_INPUT = "text"
+MAX_NEW_TOKENS_INPUT = "max_new_tokens"
+NUM_BEAMS_INPUT = "num_beams"
+TRANSLATION_OUTPUT = "translation"
+TOKEN_IDS_OUTPUT = "token_ids"
+
+CONTRIB_DOMAIN = "ai.onnx.contrib"
+MS_DOMAIN = "com.microsoft"
+_OPSET = 18
+_INT64_MAX = 2**63 - 1
+
+
+def onefile_session(model_path: str | Path, threads: int | None = None):
+    """An onnxruntime session for a one-file model, with the tokenizer ops registered."""
+    import onnxruntime as ort
+    from onnxruntime_extensions import get_library_path
+
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(get_library_path())
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise BundleError(f"{model_path}: onnxruntime cannot load the one-file model ({detail})") from None
+
+
+def run_onefile(session, texts: list[str], *, max_new_tokens: int = 128, num_beams: int = 1):
+    """(translations, token id rows) for ``texts`` in one call of the one-file model."""
+    import numpy as np
+
+    if not texts:
+        return [], []
+    feeds = {
+        TEXT_INPUT: np.array(list(texts), dtype=object),
+        MAX_NEW_TOKENS_INPUT: np.array([max_new_tokens], dtype=np.int32),
+        NUM_BEAMS_INPUT: np.array([num_beams], dtype=np.int32),
+    }
+    translations, ids = session.run([TRANSLATION_OUTPUT, TOKEN_IDS_OUTPUT], feeds)
+    return [str(t) for t in translations], ids
+
+
+class OneFileTranslator:
+    """Translate with a verified one-file bundle; ``generate_ids`` matches TorchTranslator's."""
+
+    engine = "onnxruntime-onefile"
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None):
+        self.path = Path(bundle_dir)
+        self.manifest = verify_onefile(self.path)
+        self.session = onefile_session(self.path / MODEL_FILE, threads=threads)
+        self.pad_id = self.manifest["settings"]["pad_token_id"]
+        self.eos_id = self.manifest["settings"]["eos_token_id"]
+
+    def generate_ids(self, texts: list[str], max_new_tokens: int = 128, num_beams: int = 1) -> list[list[int]]:
+        from ekd_edge.translate import _strip
+
+        _, rows = run_onefile(self.session, texts, max_new_tokens=max_new_tokens, num_beams=num_beams)
+        return [_strip([int(i) for i in row], self.pad_id, self.eos_id) for row in rows]
+
+    def translate(self, texts: list[str], batch_size: int = 32, max_new_tokens: int = 128,
+                  num_beams: int = 1) -> list[str]:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            out.extend(run_onefile(self.session, texts[i:i + batch_size], max_new_tokens=max_new_tokens,
+                                   num_beams=num_beams)[0])
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: str | None = None,
+                   quant_arch: str = "avx512_vnni", parity_texts: list[str] | None = None,
+                   parity_threshold: float = DEFAULT_THRESHOLD, max_new_tokens: int = 128, num_beams: int = 1,
+                   force: bool = False, progress=None) -> dict:
+    """Export a Marian checkpoint to ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest.
+
+    ``max_new_tokens`` and ``num_beams`` are the defaults recorded for apps (the graph takes both
+    as inputs) and the settings of the parity check: with ``parity_texts`` the model's token ids
+    are compared with PyTorch ``generate``; an fp32 export below ``parity_threshold`` is refused
+    unless ``force``, an int8 export's agreement is recorded.
+    """
+    from ekd_edge.export.onnx_export import (
+        QUANT_ARCHS,
+        QUANT_MODES,
+        _check_destination,
+        _replace_dir,
+        _run_parity,
+    )
+    from ekd_edge.models.checkpoint import check_checkpoint
+
+    report = progress or (lambda message: None)
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    if quantize not in QUANT_MODES:
+        raise BundleError(f"unknown quantisation {quantize!r} (supported: int8, or none for fp32)")
+    if quantize and quant_arch not in QUANT_ARCHS:
+        raise BundleError(f"unknown quantisation arch {quant_arch!r} (supported: {', '.join(QUANT_ARCHS)})")
+    if max_new_tokens < 1 or num_beams < 1:
+        raise BundleError(f"max_new_tokens and num_beams must be at least 1 (got {max_new_tokens}, {num_beams})")
+    report(f"checking checkpoint {checkpoint_dir}")
+    check_checkpoint(checkpoint_dir)
+    if not (checkpoint_dir / "source.spm").is_file():
+        raise CheckpointError(f"{checkpoint_dir}: no source.spm, so no tokenizer to build into the model")
+    _check_destination(out_dir)
+
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    generation = _generation_settings(checkpoint_dir, config)
+    variant = f"{LAYOUT}-int8" if quantize else f"{LAYOUT}-fp32"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        graphs = work / "graphs"
+        report("exporting encoder and decoders to ONNX")
+        export_separate_graphs(checkpoint_dir, graphs, scratch=work / "raw")
+        if quantize:
+            from ekd_edge.export.onnx_export import quantize_int8
+
+            report(f"quantising to int8 ({quant_arch})")
+            quantize_int8(graphs, quant_arch, scratch=work / "quantized")
+
+        report("building the one-file graph")
+        model = build_onefile_model(graphs / "encoder_model.onnx", graphs / "decoder_model.onnx",
+                                    graphs / "decoder_with_past_model.onnx",
+                                    (checkpoint_dir / "source.spm").read_bytes(), **generation)
+        stage = work / "bundle"
+        stage.mkdir()
+        _save_model(model, stage / MODEL_FILE)
+        settings = {"layout": LAYOUT, "quantize": quantize, "arch": quant_arch if quantize else None,
+                    "max_new_tokens": max_new_tokens, "num_beams": num_beams, **generation}
+        manifest = _onefile_manifest(stage, variant, checkpoint_dir, settings)
+        write_manifest(stage, manifest)
+
+        report("loading the one-file model with onnxruntime")
+        candidate = OneFileTranslator(stage)
+        if parity_texts:
+            report(f"checking parity with PyTorch on {len(parity_texts)} sentences")
+            parity = _run_parity(checkpoint_dir, candidate, list(parity_texts), max_new_tokens,
+                                 gated=quantize is None, threshold=parity_threshold)
+            if parity["status"] == "failed":
+                from ekd_edge.export.parity import parity_failure
+
+                message = parity_failure(parity, parity_threshold, label=str(out_dir))
+                if not force:
+                    raise BundleError(message + " (nothing written; force=True writes it anyway)")
+                parity["forced"] = True
+            manifest["parity"] = parity
+            write_manifest(stage, manifest)
+        del candidate
+
+        report(f"writing {out_dir}")
+        _check_destination(out_dir)
+        _replace_dir(stage, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(f"one-file model written to {out_dir} ({manifest['total_size'] / 1e6:.1f} MB, {variant})")
+    return manifest
+
+
+def export_separate_graphs(checkpoint_dir: Path, out_dir: Path, scratch: Path) -> Path:
+    """optimum's encoder, first-step decoder and with-past decoder (not the merged one) in ``out_dir``."""
+    from optimum.exporters.onnx import main_export
+
+    from ekd_edge.export.onnx_export import EXPORT_TASK, _quiet_export
+
+    try:
+        with _quiet_export():
+            main_export(str(checkpoint_dir), scratch, task=EXPORT_TASK, library_name="transformers",
+                        local_files_only=True, do_validation=False, device="cpu", no_post_process=True)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise BundleError(f"{checkpoint_dir}: ONNX export failed ({type(exc).__name__}: {detail})") from None
+    needed = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "config.json")
+    missing = [name for name in needed if not (scratch / name).is_file()]
+    if missing:
+        raise BundleError(f"{checkpoint_dir}: ONNX export produced no {', '.join(missing)}")
+    if any(scratch.glob("*.onnx_data")):
+        raise BundleError(f"{checkpoint_dir}: model too large for a single-file ONNX graph (>2 GB)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in needed:
+        shutil.move(scratch / name, out_dir / name)
+    return out_dir
+
+
+def _generation_settings(checkpoint_dir: Path, config: dict) -> dict:
+    """Token ids and limits the graph bakes in, from config.json and generation_config.json."""
+    generation = {}
+    if (checkpoint_dir / "generation_config.json").is_file():
+        generation = json.loads((checkpoint_dir / "generation_config.json").read_text())
+
+    def pick(key):
+        value = generation.get(key, config.get(key))
+        if not isinstance(value, int):
+            raise CheckpointError(f"{checkpoint_dir}/config.json: {key} is missing or not an integer")
+        return value
+
+    forced_eos = generation.get("forced_eos_token_id", config.get("forced_eos_token_id"))
+    eos = pick("eos_token_id")
+    return {
+        "pad_token_id": pick("pad_token_id"),
+        "eos_token_id": eos,
+        "decoder_start_token_id": pick("decoder_start_token_id"),
+        "unk_token_id": 2,
+        "max_positions": int(config["max_position_embeddings"]),
+        "num_layers": int(config["decoder_layers"]),
+        "num_heads": int(config["decoder_attention_heads"]),
+        "d_model": int(config["d_model"]),
+        "vocab_size": int(config["vocab_size"]),
+        # generate() forces EOS as the last of max_new_tokens; the search then stops one token
+        # earlier, which yields the same text.
+        "forced_eos": forced_eos == eos,
+    }
+
+
+def _save_model(model, path: Path) -> None:
+    import onnx
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def _onefile_manifest(bundle_dir: Path, variant: str, checkpoint_dir: Path, settings: dict) -> dict:
+    from importlib.metadata import version
+
+    from ekd_edge.data.tokenizer import vocab_fingerprint
+
+    files = list_files(bundle_dir)
+    versions = library_versions()
+    versions["onnxruntime-extensions"] = version("onnxruntime-extensions")
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "backend": LAYOUT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "variant": variant,
+        "files": files,
+        "total_size": sum(f["size"] for f in files),
+        "versions": versions,
+        "source": {"checkpoint": str(checkpoint_dir.resolve()),
+                   "model_sha256": file_sha256(checkpoint_dir / "model.safetensors")},
+        "tokenizer": {"vocab_fingerprint": vocab_fingerprint(checkpoint_dir),
+                      "spm_sha256": file_sha256(checkpoint_dir / "source.spm")},
+        "settings": dict(settings),
+        "parity": {"status": "not run"},
+    }
+
+
+def verify_onefile(bundle_dir: str | Path) -> dict:
+    """Check a one-file bundle against its manifest (every file's size and sha256, nothing extra)."""
+    from ekd_edge.export.manifest import verify_bundle
+
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir) if bundle_dir.is_dir() else None
+    if manifest is None:
+        raise BundleError(f"{bundle_dir}: bundle directory not found")
+    if manifest.get("backend") != LAYOUT:
+        raise BundleError(f"{bundle_dir / MANIFEST_NAME}: not a one-file bundle (backend is not {LAYOUT!r})")
+    return verify_bundle(bundle_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Graph building
+
+
+def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_model: bytes, *,
+                        pad_token_id: int, eos_token_id: int, decoder_start_token_id: int, unk_token_id: int,
+                        max_positions: int, num_layers: int, num_heads: int, d_model: int, vocab_size: int,
+                        forced_eos: bool):
+    """The one-file ModelProto from optimum's three graphs and the SentencePiece model bytes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    encoder, decoder, decoder_with_past = (onnx.load(str(p)) for p in (encoder_path, decoder_path,
+                                                                       decoder_with_past_path))
+    dims = {"layers": num_layers, "heads": num_heads, "d_model": d_model, "vocab": vocab_size}
+    init_graph = _init_subgraph(encoder, decoder, dims)
+    step_graph = _step_subgraph(decoder_with_past, dims)
+
+    nodes, inits = [], []
+
+    def const(name, dtype, values, dims=None):
+        inits.append(helper.make_tensor(name, dtype, dims if dims is not None else [len(values)], values))
+        return name
+
+    def node(op, inputs, outputs, domain="", **attrs):
+        nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{len(nodes)}", domain=domain, **attrs))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    # 1. Tokenise: flat ids + row offsets, then a padded batch with EOS after each (capped) text.
+    node("SentencepieceTokenizer",
+         [TEXT_INPUT, const("spm_nbest", TensorProto.INT64, [0], []), const("spm_alpha", TensorProto.FLOAT, [0.0], []),
+          const("spm_add_bos", TensorProto.BOOL, [False], []), const("spm_add_eos", TensorProto.BOOL, [False], []),
+          const("spm_reverse", TensorProto.BOOL, [False], [])],
+         ["piece_ids", "row_offsets"], domain=CONTRIB_DOMAIN, model=spm_model)
+    zero, one = const("i64_0", TensorProto.INT64, [0]), const("i64_1", TensorProto.INT64, [1])
+    minus_one = const("i64_m1", TensorProto.INT64, [-1])
+    big = const("i64_max", TensorProto.INT64, [_INT64_MAX])
+    starts = node("Slice", ["row_offsets", zero, minus_one], ["row_starts"])
+    ends = node("Slice", ["row_offsets", one, big], ["row_ends"])
+    raw_lengths = node("Sub", [ends, starts], ["raw_lengths"])
+    # MarianTokenizer truncates to max_position_embeddings tokens including the EOS.
+    lengths = node("Min", [raw_lengths, const("max_pieces", TensorProto.INT64, [max_positions - 1])], ["lengths"])
+    width = node("Add", [node("ReduceMax", [lengths], ["longest"], keepdims=1), one], ["width"])
+    positions = node("Range", [const("i64_scalar_0", TensorProto.INT64, [0], []),
+                               node("Squeeze", [width, zero], ["width_scalar"]),
+                               const("i64_scalar_1", TensorProto.INT64, [1], [])], ["positions"])
+    pos_row = node("Unsqueeze", [positions, zero], ["positions_row"])
+    len_col = node("Unsqueeze", [lengths, one], ["lengths_col"])
+    is_piece = node("Less", [pos_row, len_col], ["is_piece"])
+    is_eos = node("Equal", [pos_row, len_col], ["is_eos"])
+    flat_index = node("Add", [node("Unsqueeze", [starts, one], ["starts_col"]), pos_row], ["flat_index"])
+    safe_index = node("Where", [is_piece, flat_index, const("i64_scalar_0b", TensorProto.INT64, [0], [])],
+                      ["safe_index"])
+    gathered = node("Gather", ["piece_ids", safe_index], ["gathered_ids"], axis=0)
+    tail = node("Where", [is_eos, const("eos_i32", TensorProto.INT32, [eos_token_id], []),
+                          const("pad_i32", TensorProto.INT32, [pad_token_id], [])], ["tail_ids"])
+    input_ids = node("Where", [is_piece, gathered, tail], ["input_ids"])
+    attention_mask = node("Cast", [node("Or", [is_piece, is_eos], ["is_token"])], ["attention_mask"],
+                          to=TensorProto.INT32)
+
+    # 2. Search. ORT's max_length counts the decoder start token; positions beyond the model's
+    # table do not exist, so the length is capped there.
+    offset = 0 if forced_eos else 1
+    max_length = node("Min", [node("Add", [MAX_NEW_TOKENS_INPUT, const("length_offset", TensorProto.INT32, [offset])],
+                                   ["requested_length"]),
+                              const("max_length_cap", TensorProto.INT32, [max_positions])], ["max_length"])
+    # With one beam, BeamSearch keeps searching after the first EOS for a longer hypothesis that
+    # scores better; early_stopping makes it stop there, which is exactly greedy decoding. With
+    # more beams generate()'s default (no early stopping) applies. The If picks the op by num_beams;
+    # both read the same weights, hoisted into the main graph.
+    inits.extend(_hoist_shared_initializers([init_graph, step_graph]))
+    search_inputs = [input_ids, max_length, const("min_length", TensorProto.INT32, [0]), NUM_BEAMS_INPUT,
+                     const("num_return_sequences", TensorProto.INT32, [1]),
+                     const("length_penalty", TensorProto.FLOAT, [1.0]),
+                     const("repetition_penalty", TensorProto.FLOAT, [1.0]), "", "", attention_mask]
+
+    def search_branch(early_stopping: int):
+        name = "greedy" if early_stopping else "beam"
+        search = helper.make_node("BeamSearch", search_inputs, [f"sequences_{name}"], name=f"{name}_search",
+                                  domain=MS_DOMAIN, model_type=1, eos_token_id=eos_token_id,
+                                  pad_token_id=pad_token_id, decoder_start_token_id=decoder_start_token_id,
+                                  early_stopping=early_stopping, no_repeat_ngram_size=0, vocab_size=vocab_size,
+                                  encoder=init_graph, decoder=step_graph)
+        return helper.make_graph([search], f"{name}_branch", [],
+                                 [helper.make_tensor_value_info(f"sequences_{name}", TensorProto.INT32, None)])
+
+    one_beam = node("Equal", [node("Squeeze", [NUM_BEAMS_INPUT, zero], ["num_beams_scalar"]),
+                              const("i32_scalar_1", TensorProto.INT32, [1], [])], ["one_beam"])
+    node("If", [one_beam], ["sequences"], then_branch=search_branch(1), else_branch=search_branch(0))
+    token_ids = node("Squeeze", ["sequences", one], [TOKEN_IDS_OUTPUT])
+
+    # 3.+4. Detokenise row by row (the decoder op takes one sequence); <unk> becomes padding so
+    # the text equals decode(skip_special_tokens=True).
+    ids64 = node("Cast", [token_ids], ["token_ids_i64"], to=TensorProto.INT64)
+    clean = node("Where", [node("Equal", [ids64, const("unk_i64", TensorProto.INT64, [unk_token_id], [])], ["is_unk"]),
+                           const("pad_i64", TensorProto.INT64, [pad_token_id], []), ids64], ["clean_ids"])
+    batch = node("Gather", [node("Shape", [clean], ["clean_shape"]), const("i64_scalar_0c", TensorProto.INT64, [0], [])],
+                 ["batch_size"], axis=0)
+    body = helper.make_graph(
+        [helper.make_node("Gather", [clean, "row"], ["row_ids"], axis=0),
+         helper.make_node("SentencepieceDecoder", ["row_ids"], ["row_text"], domain=CONTRIB_DOMAIN, model=spm_model),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "detokenise_row",
+        [helper.make_tensor_value_info("row", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("row_text", TensorProto.STRING, None)])
+    texts = node("Loop", [batch, ""], ["texts_per_row"], body=body)
+    # MarianTokenizer strips the decoded text (a final "▁" piece would leave a trailing space).
+    node("StringStrip", [node("Reshape", [texts, minus_one], ["texts_unstripped"])], [TRANSLATION_OUTPUT],
+         domain=CONTRIB_DOMAIN)
+
+    graph = helper.make_graph(
+        nodes, "ekd_edge_onefile_translator",
+        [helper.make_tensor_value_info(TEXT_INPUT, TensorProto.STRING, ["batch"]),
+         helper.make_tensor_value_info(MAX_NEW_TOKENS_INPUT, TensorProto.INT32, [1]),
+         helper.make_tensor_value_info(NUM_BEAMS_INPUT, TensorProto.INT32, [1])],
+        [helper.make_tensor_value_info(TRANSLATION_OUTPUT, TensorProto.STRING, ["batch"]),
+         helper.make_tensor_value_info(TOKEN_IDS_OUTPUT, TensorProto.INT32, ["batch", "output_length"])],
+        initializer=inits)
+    opsets = [helper.make_opsetid("", _OPSET), helper.make_opsetid(MS_DOMAIN, 1),
+              helper.make_opsetid(CONTRIB_DOMAIN, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="ekd-edge")
+    model.ir_version = min(encoder.ir_version, 10)
+    return model
+
+
+def _hoist_shared_initializers(graphs) -> list:
+    """Move the subgraphs' weights to the main graph, one copy per distinct tensor.
+
+    The encoder, the first decoder step and the with-past decoder each carry their own copy of
+    e.g. the embedding matrix; subgraphs may read outer-scope values, so one copy serves all.
+    """
+    import hashlib
+
+    from onnx import numpy_helper
+
+    by_content: dict[tuple, str] = {}
+    hoisted = []
+    for graph in graphs:
+        renames = {}
+        for tensor in graph.initializer:
+            array = numpy_helper.to_array(tensor)
+            key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(array.tobytes()).hexdigest())
+            if key not in by_content:
+                by_content[key] = tensor.name
+                hoisted.append(_copy(tensor))
+            else:
+                renames[tensor.name] = by_content[key]
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name in renames:
+                    node.input[i] = renames[name]
+        del graph.initializer[:]
+    return hoisted
+
+
+def _copy(tensor):
+    from onnx import TensorProto
+
+    out = TensorProto()
+    out.CopyFrom(tensor)
+    return out
+
+
+def _past_names(kind: str, num_layers: int) -> list[str]:
+    """ORT's naming: key/value per layer, all self-attention tensors before all cross-attention ones."""
+    return [f"{kind}_{kv}_{attn}_{layer}" for attn in ("self", "cross") for layer in range(num_layers)
+            for kv in ("key", "value")]
+
+
+def _optimum_names(prefix: str, num_layers: int) -> list[str]:
+    return [f"{prefix}.{layer}.{part}.{kv}" for part in ("decoder", "encoder") for layer in range(num_layers)
+            for kv in ("key", "value")]
+
+
+def _prefixed(model, prefix: str):
+    """The graph with every node, value and initializer name prefixed, so two graphs can be merged."""
+    import onnx.compose
+
+    return onnx.compose.add_prefix(model, prefix, rename_functions=False).graph
+
+
+def _kv_info(name: str, dims: dict, length: str):
+    # BeamSearch sizes its key/value buffers from these declared shapes.
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", dims["heads"], length,
+                                                                   dims["d_model"] // dims["heads"]])
+
+
+def _kv_length(name: str) -> str:
+    return "sequence" if "cross" in name else ("past_length" if name.startswith("past") else "total_length")
+
+
+def _init_subgraph(encoder, decoder, dims: dict):
+    """Encoder + first decoder step: the BeamSearch ``encoder`` attribute."""
+    from onnx import TensorProto, helper
+
+    enc, dec = _prefixed(encoder, "enc/"), _prefixed(decoder, "first/")
+    adapters = [
+        helper.make_node("Cast", ["encoder_input_ids"], ["enc/input_ids"], to=TensorProto.INT64),
+        helper.make_node("Cast", ["encoder_attention_mask"], ["enc/attention_mask"], to=TensorProto.INT64),
+        helper.make_node("Identity", ["enc/attention_mask"], ["first/encoder_attention_mask"]),
+        helper.make_node("Cast", ["decoder_input_ids"], ["first/input_ids"], to=TensorProto.INT64),
+    ]
+    # Nodes must stay topologically sorted: the encoder, then this bridge, then the decoder.
+    bridge = [helper.make_node("Identity", ["enc/last_hidden_state"], ["first/encoder_hidden_states"]),
+              helper.make_node("Identity", ["enc/last_hidden_state"], ["encoder_hidden_states"])]
+    renames = [helper.make_node("Identity", ["first/logits"], ["logits"])]
+    presents = _past_names("present", dims["layers"])
+    for ours, theirs in zip(presents, _optimum_names("first/present", dims["layers"])):
+        renames.append(helper.make_node("Identity", [theirs], [ours]))
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "sequence"] if name != "decoder_input_ids"
+                                            else ["batch", 1])
+              for name in ("encoder_input_ids", "encoder_attention_mask", "decoder_input_ids")]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1, dims["vocab"]]),
+               helper.make_tensor_value_info("encoder_hidden_states", TensorProto.FLOAT,
+                                             ["batch", "sequence", dims["d_model"]])]
+    outputs += [_kv_info(name, dims, "sequence" if "cross" in name else 1) for name in presents]
+    return helper.make_graph(adapters + list(enc.node) + bridge + list(dec.node) + renames, "init_step", inputs, outputs,
+                             initializer=list(enc.initializer) + list(dec.initializer),
+                             value_info=list(enc.value_info) + list(dec.value_info))
+
+
+def _step_subgraph(decoder_with_past, dims: dict):
+    """The decoder with past keys/values: the BeamSearch ``decoder`` attribute."""
+    from onnx import TensorProto, helper
+
+    dec = _prefixed(decoder_with_past, "step/")
+    adapters = [
+        helper.make_node("Cast", ["input_ids"], ["step/input_ids"], to=TensorProto.INT64),
+        helper.make_node("Cast", ["encoder_attention_mask"], ["step/encoder_attention_mask"], to=TensorProto.INT64),
+    ]
+    pasts = _past_names("past", dims["layers"])
+    for ours, theirs in zip(pasts, _optimum_names("step/past_key_values", dims["layers"])):
+        adapters.append(helper.make_node("Identity", [ours], [theirs]))
+    renames = [helper.make_node("Identity", ["step/logits"], ["logits"])]
+    presents = _past_names("present", dims["layers"])[: 2 * dims["layers"]]
+    for ours, theirs in zip(presents, _optimum_names("step/present", dims["layers"])):
+        renames.append(helper.make_node("Identity", [theirs], [ours]))
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", 1]),
+              helper.make_tensor_value_info("encoder_attention_mask", TensorProto.INT32, ["batch", "sequence"])]
+    inputs += [_kv_info(name, dims, _kv_length(name)) for name in pasts]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1, dims["vocab"]])]
+    outputs += [_kv_info(name, dims, _kv_length(name)) for name in presents]
+    return helper.make_graph(adapters + list(dec.node) + renames, "decoder_step", inputs, outputs,
+                             initializer=list(dec.initializer), value_info=list(dec.value_info))
+
+
+# --------------------------------------------------------------------------------------------
+# The app contract: the interface an app relies on, checked against a real model.
+
+_ORT_TYPES = {"tensor(string)": "string", "tensor(int32)": "int32", "tensor(int64)": "int64",
+              "tensor(float)": "float32"}
+
+
+def load_contract(path: str | Path) -> dict:
+    """The contract JSON (model location, input/output names, dtypes, shapes, options)."""
+    path = Path(path)
+    try:
+        contract = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: contract file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable contract ({' '.join(str(exc).split())})") from None
+    for key in ("model", "inputs", "outputs", "options"):
+        if key not in contract:
+            raise BundleError(f"{path}: contract has no {key!r}")
+    return contract
+
+
+def check_contract(contract: dict, session, label: str = "contract") -> None:
+    """BundleError unless the session's inputs and outputs are exactly the contract's, in order."""
+    for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        expected = contract[kind]
+        if [e["name"] for e in expected] != [a.name for a in actual]:
+            raise BundleError(f"{label}: {kind} {[e['name'] for e in expected]} differ from the model's "
+                              f"{[a.name for a in actual]}")
+        for spec, arg in zip(expected, actual):
+            dtype = _ORT_TYPES.get(arg.type, arg.type)
+            if spec["dtype"] != dtype:
+                raise BundleError(f"{label}: {kind[:-1]} {spec['name']!r} is {dtype} in the model, "
+                                  f"{spec['dtype']} in the contract")
+            shape = [d if isinstance(d, int) else "dynamic" for d in arg.shape]
+            wanted = [d if isinstance(d, int) else "dynamic" for d in spec["shape"]]
+            if shape != wanted:
+                raise BundleError(f"{label}: {kind[:-1]} {spec['name']!r} has shape {arg.shape} in the model, "
+                                  f"{spec['shape']} in the contract")
+
+
+def contract_feeds(contract: dict, texts: list[str]) -> dict:
+    """Inputs for one call, typed as the contract says: texts plus the contract's options."""
+    import numpy as np
+
+    dtypes = {"string": object, "int32": np.int32, "int64": np.int64, "float32": np.float32}
+    feeds = {}
+    for spec in contract["inputs"]:
+        if spec["dtype"] not in dtypes:
+            raise BundleError(f"contract: input {spec['name']!r} has unsupported dtype {spec['dtype']!r}")
+        value = list(texts) if spec["dtype"] == "string" else [contract["options"][spec["name"]]]
+        feeds[spec["name"]] = np.array(value, dtype=dtypes[spec["dtype"]])
+    return feeds

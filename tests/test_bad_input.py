@@ -1,0 +1,254 @@
+"""Every bad-input case of docs/errors.md at the command line: one line naming the file (and line),
+exit status 2, and no file that existed before changed (contents and modification time).
+
+The cases run ``ekd_edge.cli.main`` in-process (the same code path as the console script, minus
+the interpreter start); one case runs ``python -m ekd_edge`` in a subprocess to pin the real exit
+status and stream.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ekd_edge.cli import main
+from ekd_edge.distill.batches import TokenizedPairs
+from ekd_edge.distill.ladder import truncate_pairs
+from ekd_edge.export.manifest import FORMAT_NAME, FORMAT_VERSION, list_files, write_manifest
+
+RECIPE = """
+name = "bad-input"
+seed = 1
+[data]
+corpus = "{corpus}"
+src_lang = "{src_lang}"
+tgt_lang = "{tgt_lang}"
+max_train_pairs = 200
+max_length = 24
+valid_sentences = 2
+[tokenizer]
+vocab_size = 120
+[training]
+batch_tokens = 256
+eval_max_new_tokens = 4
+threads = 1
+[[teacher]]
+{teacher}
+[student]
+size = "nano"
+steps_per_stage = 2
+"""
+TRAINED_TEACHER = 'name = "t"\nsize = "nano"\nsteps = 2'
+
+
+def recipe(tmp_path, corpus="lo-help-en-de", src_lang="", tgt_lang="", teacher=TRAINED_TEACHER, extra=""):
+    path = tmp_path / "recipe.toml"
+    path.write_text(RECIPE.format(corpus=corpus, src_lang=src_lang, tgt_lang=tgt_lang, teacher=teacher) + extra)
+    return path
+
+
+def snapshot(root):
+    """sha256 and mtime of every file under ``root``."""
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def fails_cleanly(capsys, root, argv, *needles):
+    """Run the CLI; it must exit 2 with one 'error:' line holding every needle and change nothing."""
+    before = snapshot(root)
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    # Progress logs may come first; the error is the last line, and a single one.
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = lines[-1]
+    assert err.startswith("error: ") and sum(line.startswith("error:") for line in lines) == 1, lines
+    for needle in needles:
+        assert str(needle) in err, (needle, err)
+    after = snapshot(root)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing that existed changed
+    return err
+
+
+def user_corpus(tmp_path, train_en=None, train_de=None):
+    """A corpus directory from the bundled data, with the given lines replacing the training files."""
+    from ekd_edge.data import load_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lo = load_corpus("lo-help-en-de")
+    for split in ("train", "valid", "test"):
+        text = lo.split(split).head(200)
+        (corpus / f"{split}.en").write_text("\n".join(text.src) + "\n")
+        (corpus / f"{split}.de").write_text("\n".join(text.tgt) + "\n")
+    if train_en is not None:
+        (corpus / "train.en").write_bytes(train_en)
+    if train_de is not None:
+        (corpus / "train.de").write_bytes(train_de)
+    return corpus
+
+
+def test_misaligned_corpus(tmp_path, capsys):
+    corpus = user_corpus(tmp_path, train_en=b"one\ntwo\nthree\n", train_de=b"eins\nzwei\n")
+    fails_cleanly(capsys, tmp_path, ["distill", recipe(tmp_path, corpus, "en", "de"), "--run-dir", tmp_path / "run"],
+                  corpus / "train.en", "3 lines but", "not aligned", "first line without a partner: 3")
+    assert not (tmp_path / "run").exists()
+
+
+def test_whitespace_only_line_is_an_error_by_default(tmp_path, capsys):
+    corpus = user_corpus(tmp_path, train_en=b"one\ntwo\nthree\n", train_de=b"eins\n \t \ndrei\n")
+    fails_cleanly(capsys, tmp_path, ["distill", recipe(tmp_path, corpus, "en", "de"), "--run-dir", tmp_path / "run"],
+                  f"{corpus / 'train.de'}:2: empty line")
+
+
+def test_invalid_utf8(tmp_path, capsys):
+    corpus = user_corpus(tmp_path, train_en=b"one\nt\xffwo\nthree\n", train_de=b"eins\nzwei\ndrei\n")
+    fails_cleanly(capsys, tmp_path, ["distill", recipe(tmp_path, corpus, "en", "de"), "--run-dir", tmp_path / "run"],
+                  f"{corpus / 'train.en'}:2: invalid UTF-8 (byte 0xff at column 2)")
+
+
+def test_teacher_with_another_vocabulary(tmp_path, capsys, nano_checkpoint):
+    teacher = f'name = "t"\ncheckpoint = "{nano_checkpoint}"'
+    fails_cleanly(capsys, tmp_path, ["distill", recipe(tmp_path, teacher=teacher), "--run-dir", tmp_path / "run"],
+                  nano_checkpoint, "vocabulary size 400 differs")
+    assert not (tmp_path / "run" / "teachers").exists()
+
+
+def test_missing_teacher_checkpoint(tmp_path, capsys):
+    missing = tmp_path / "no-such-teacher"
+    fails_cleanly(capsys, tmp_path, ["distill", recipe(tmp_path, teacher=f'name = "t"\ncheckpoint = "{missing}"'),
+                                     "--run-dir", tmp_path / "run"], missing, "checkpoint directory not found")
+
+
+def test_missing_model(tmp_path, capsys):
+    fails_cleanly(capsys, tmp_path, ["translate", tmp_path / "nowhere", "hello"], tmp_path / "nowhere",
+                  "neither an exported bundle")
+
+
+def test_corrupt_checkpoint_weights(tmp_path, capsys, nano_checkpoint):
+    broken = tmp_path / "broken"
+    shutil.copytree(nano_checkpoint, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00\x01 not safetensors")
+    fails_cleanly(capsys, tmp_path, ["translate", broken, "hello"], broken / "model.safetensors", "corrupt weights file")
+
+
+def test_pickled_weights_are_not_loaded(tmp_path, capsys, nano_checkpoint):
+    pickled = tmp_path / "pickled"
+    shutil.copytree(nano_checkpoint, pickled)
+    os.replace(pickled / "model.safetensors", pickled / "pytorch_model.bin")
+    fails_cleanly(capsys, tmp_path, ["translate", pickled, "hello"], pickled, "pickled .bin weights are not loaded")
+
+
+def test_unsupported_model_type(tmp_path, capsys, nano_checkpoint):
+    other = tmp_path / "bert"
+    shutil.copytree(nano_checkpoint, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    fails_cleanly(capsys, tmp_path, ["translate", other, "hello"], other / "config.json", "unsupported model type 'bert'")
+
+
+def test_corrupt_progress_checkpoint(tmp_path, capsys):
+    recipe_file = recipe(tmp_path)
+    run_dir = tmp_path / "run"
+    (run_dir / "teachers").mkdir(parents=True)
+    (run_dir / "recipe.toml").write_text(recipe_file.read_text())
+    (run_dir / "teachers" / "t.progress.pt").write_bytes(b"PK\x03\x04 cut off mid-write")
+    fails_cleanly(capsys, tmp_path, ["distill", recipe_file, "--run-dir", run_dir, "--resume"],
+                  run_dir / "teachers" / "t.progress.pt", "corrupt progress checkpoint")
+
+
+@pytest.fixture
+def fake_bundle(tmp_path, nano_checkpoint):
+    """A bundle whose manifest is right but whose graphs are not ONNX: checksums pass, loading fails."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name in ("config.json", "source.spm", "target.spm", "vocab.json"):
+        shutil.copy(nano_checkpoint / name, bundle / name)
+    (bundle / "encoder_model.onnx").write_bytes(b"not an onnx graph")
+    (bundle / "decoder_model_merged.onnx").write_bytes(b"not an onnx graph either")
+    write_manifest(bundle, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "files": list_files(bundle)})
+    return bundle
+
+
+def test_tampered_bundle(tmp_path, capsys, fake_bundle):
+    graph = fake_bundle / "encoder_model.onnx"
+    graph.write_bytes(graph.read_bytes().replace(b"not", b"NOT"))
+    fails_cleanly(capsys, tmp_path, ["translate", fake_bundle, "hello"], graph, "sha256 differs from manifest")
+
+
+def test_corrupt_onnx_graph_with_a_valid_manifest(tmp_path, capsys, fake_bundle):
+    fails_cleanly(capsys, tmp_path, ["translate", fake_bundle, "hello"], fake_bundle, "onnxruntime cannot load")
+
+
+def test_manifest_cannot_point_outside_the_bundle(tmp_path, capsys, fake_bundle):
+    (tmp_path / "secret.txt").write_text("outside")
+    manifest = json.loads((fake_bundle / "manifest.json").read_text())
+    manifest["files"].append({"path": "../secret.txt", "sha256": "0" * 64, "size": 7})
+    (fake_bundle / "manifest.json").write_text(json.dumps(manifest))
+    fails_cleanly(capsys, tmp_path, ["translate", fake_bundle, "hello"], fake_bundle / "manifest.json",
+                  "'../secret.txt' points outside the bundle")
+
+
+def test_run_dir_that_holds_something_else(tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    fails_cleanly(capsys, tmp_path, ["distill", recipe(tmp_path), "--run-dir", foreign], foreign,
+                  "not an ekd-edge run")
+
+
+def test_export_out_dir_that_holds_something_else(tmp_path, capsys, nano_checkpoint):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    fails_cleanly(capsys, tmp_path, ["export", nano_checkpoint, "--out", foreign, "--parity-sentences", "0"],
+                  foreign, "not an exported bundle", "refusing to overwrite")
+
+
+def test_recipe_with_an_unknown_key(tmp_path, capsys):
+    path = recipe(tmp_path, extra="[distill]\ntemprature = 2.0\n")
+    fails_cleanly(capsys, tmp_path, ["distill", path, "--run-dir", tmp_path / "run"], path, "[distill]",
+                  "unknown key(s) temprature")
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ("[distill]\nalpha = 1.5\n", "[distill] alpha must be in [0, 1]"),
+    ("[distill]\nloss = \"kl\"\n", "[distill] loss must be one of"),
+    ("[distill]\ntemperature = 0\n", "[distill] temperature must be > 0"),
+])
+def test_recipe_with_an_impossible_value(tmp_path, capsys, extra, needle):
+    path = recipe(tmp_path, extra=extra)
+    fails_cleanly(capsys, tmp_path, ["distill", path, "--run-dir", tmp_path / "run"], path, needle)
+
+
+def test_recipe_policy_keys_are_checked(tmp_path, capsys):
+    text = recipe(tmp_path).read_text().replace("threads = 1", "threads = 1\ncheckpoint_every = -5")
+    text = text.replace('max_length = 24', 'max_length = 24\nlong_pairs = "cut"')
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    fails_cleanly(capsys, tmp_path, ["distill", path, "--run-dir", tmp_path / "run"], "long_pairs must be")
+
+
+def test_over_long_pairs_are_truncated_and_counted():
+    eos = 0
+    pairs = TokenizedPairs([[5, 6, 7, 8, 9, eos], [5, eos]], [[4, eos], [4, 4, 4, 4, 4, 4, 4, eos]], dropped_long=1)
+    cut = truncate_pairs(pairs, 4)
+    assert cut.src == [[5, 6, 7, eos], [5, eos]] and cut.tgt == [[4, eos], [4, 4, 4, eos]]
+    assert cut.dropped_long == 1 + 2  # the count keeps what tokenize_pairs dropped, plus the cut pairs
+
+
+def test_the_real_command_exits_2_with_one_line_on_stderr(tmp_path):
+    """The console entry point itself: exit status 2, nothing on stdout, one line on stderr."""
+    corpus = user_corpus(tmp_path, train_en=b"one\ntwo\n", train_de=b"eins\n")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ekd_edge", "distill", str(recipe(tmp_path, corpus, "en", "de")),
+                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+    assert f"{corpus / 'train.en'}: 2 lines but" in proc.stderr
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before and not (tmp_path / "run").exists()

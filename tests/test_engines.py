@@ -1,0 +1,81 @@
+"""Engines comparison: pair-by-pair ratios, interleaved timing on real (nano) translators, sizes."""
+
+import numpy as np
+import pytest
+
+from ekd_edge.bench.engines import (EngineSpec, interleaved_latency, load_engine, pair_ratios, probe_command,
+                                   size_on_disk_mb, summarise)
+
+
+def test_pair_ratios_are_per_sentence():
+    a = [2.0, 1.0, 3.0, 4.0]
+    b = [1.0, 2.0, 3.0, 1.0]
+    r = pair_ratios(a, b)
+    per_sentence = [2.0, 0.5, 1.0, 4.0]
+    assert r["median"] == pytest.approx(np.percentile(per_sentence, 50))
+    assert r["p10"] == pytest.approx(np.percentile(per_sentence, 10))
+    assert r["p90"] == pytest.approx(np.percentile(per_sentence, 90))
+    # the ratio of the medians is a different figure from the median of the ratios
+    assert r["p50_ratio"] == pytest.approx(np.median(a) / np.median(b))
+    assert r["p50_ratio"] != pytest.approx(r["median"])
+    assert r["wins"] == 1 and r["n"] == 4
+
+
+def test_pair_ratios_of_an_engine_with_itself_is_one():
+    times = [0.01, 0.02, 0.5, 0.003]
+    r = pair_ratios(times, times)
+    assert r["median"] == r["p10"] == r["p90"] == r["p50_ratio"] == 1.0
+    assert r["wins"] == 0
+
+
+def test_pair_ratios_refuses_unpaired_or_zero_timings():
+    with pytest.raises(ValueError, match="same sentences"):
+        pair_ratios([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError):
+        pair_ratios([], [])
+    with pytest.raises(ValueError, match="zero"):
+        pair_ratios([1.0], [0.0])
+
+
+def test_summarise_tokens_per_second():
+    s = summarise({"seconds": [0.5, 0.25, 0.25], "tokens": [10, 5, 5]})
+    assert s["tokens_per_s"] == pytest.approx(20.0)
+    assert s["p50_ms"] == pytest.approx(250.0)
+    assert s["n_sentences"] == 3
+
+
+def test_size_on_disk_counts_weights_not_tokenizer(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x" * 1024 * 1024)
+    (tmp_path / "ct2").mkdir()
+    (tmp_path / "ct2" / "model.bin").write_bytes(b"x" * 512 * 1024)
+    (tmp_path / "source.spm").write_bytes(b"x" * 4 * 1024 * 1024)
+    assert size_on_disk_mb(tmp_path) == pytest.approx(1.5)
+    assert size_on_disk_mb(tmp_path / "model.onnx") == pytest.approx(1.0)
+
+
+def test_probe_command_names_engine_and_threads(tmp_path):
+    spec = EngineSpec("ct2-int8", "ctranslate2", tmp_path / "b", "int8")
+    command = probe_command(spec, tmp_path / "src.txt", 20, None, 64)
+    assert command[1:4] == ["-m", "ekd_edge.bench.engines", "probe"]
+    assert command[4:] == ["ct2-int8", "ctranslate2", str(tmp_path / "b"), "int8", str(tmp_path / "src.txt"), "20",
+                           "0", "64"]
+
+
+def test_unknown_engine_kind(tmp_path):
+    with pytest.raises(ValueError, match="unknown engine"):
+        load_engine(EngineSpec("x", "tvm", tmp_path, "fp32"), 1)
+
+
+def test_interleaved_latency_on_two_real_translators(nano_checkpoint, lo_valid):
+    spec = EngineSpec("pytorch", "pytorch", nano_checkpoint, "fp32")
+    translators = {"a": load_engine(spec, 1), "b": load_engine(spec, 1)}
+    texts = lo_valid.src[:6]
+    timings = interleaved_latency(translators, texts, warmup=1, max_new_tokens=16)
+    for name in ("a", "b"):
+        assert len(timings[name]["seconds"]) == len(texts)
+        assert all(t > 0 for t in timings[name]["seconds"])
+    # the same model decodes the same tokens whichever slot of the round it ran in
+    assert timings["a"]["tokens"] == timings["b"]["tokens"]
+    assert sum(timings["a"]["tokens"]) > 0
+    ratio = pair_ratios(timings["a"]["seconds"], timings["b"]["seconds"])
+    assert ratio["n"] == len(texts)

@@ -1,0 +1,64 @@
+"""Sequence-level KD on a real nano teacher: beam decoding, seq-inter selection, cache and resume."""
+
+import json
+
+import pytest
+
+from ekd_edge.data.tokenizer import load_tokenizer
+from ekd_edge.distill.seqkd import (SeqKDSettings, beam_decode, closest_by_chrf, distill_targets,
+                                    distilled_pairs)
+from ekd_edge.distill.trainer import greedy_translate
+from ekd_edge.models import load_model
+
+
+@pytest.fixture(scope="module")
+def setup(tokenizer_dir, nano_checkpoint, lo_train):
+    return load_tokenizer(tokenizer_dir), load_model(nano_checkpoint), lo_train.src[:20], lo_train.tgt[:20]
+
+
+def test_closest_by_chrf_picks_the_hypothesis_nearest_the_reference():
+    assert closest_by_chrf(["Das ist gut", "Klicken Sie auf OK", "OK"], "Klicken Sie auf OK.") == "Klicken Sie auf OK"
+
+
+def test_one_beam_equals_greedy(setup):
+    tokenizer, teacher, src, refs = setup
+    beam = beam_decode(teacher, tokenizer, src, refs, SeqKDSettings(beams=1, max_new_tokens=16))
+    assert beam == greedy_translate(teacher, tokenizer, src, max_new_tokens=16)
+
+
+def test_seq_inter_is_never_farther_from_the_reference_than_the_top_beam(setup):
+    from sacrebleu.metrics import CHRF
+
+    tokenizer, teacher, src, refs = setup
+    top = beam_decode(teacher, tokenizer, src, refs, SeqKDSettings(beams=4, nbest=1, max_new_tokens=16))
+    inter = beam_decode(teacher, tokenizer, src, refs, SeqKDSettings(beams=4, nbest=4, max_new_tokens=16))
+    chrf = CHRF()
+    for t, i, r in zip(top, inter, refs):
+        assert chrf.sentence_score(i, [r]).score >= chrf.sentence_score(t, [r]).score - 1e-9
+    assert inter != top   # on 20 sentences the n-best changes at least one choice
+
+
+def test_decoding_is_cached_and_resumes_from_finished_chunks(setup, tmp_path):
+    tokenizer, teacher, src, refs = setup
+    settings = SeqKDSettings(beams=2, max_new_tokens=12, chunk=8)
+    first = distill_targets(teacher, teacher.name_or_path, tokenizer, src, refs, tmp_path, settings)
+    assert first.decoded_now == 20 and len(first.targets) == 20
+    again = distill_targets(teacher, teacher.name_or_path, tokenizer, src, refs, tmp_path, settings)
+    assert again.decoded_now == 0 and again.targets == first.targets
+    # an interrupted run: two chunks finished, the final file not yet written
+    (again.directory / "targets.txt").unlink()
+    for start, chunk in ((0, first.targets[:8]), (8, first.targets[8:16])):
+        (again.directory / f"chunk-{start:08d}.json").write_text(json.dumps(chunk))
+    resumed = distill_targets(teacher, teacher.name_or_path, tokenizer, src, refs, tmp_path, settings)
+    assert resumed.decoded_now == 4 and resumed.targets == first.targets
+
+
+def test_mixing_references_and_distilled_targets(setup):
+    tokenizer, _, src, refs = setup
+    distilled = ["x"] * 19 + [""]
+    only = distilled_pairs(tokenizer, src, refs, distilled, "distilled", 64)
+    both = distilled_pairs(tokenizer, src, refs, distilled, "both", 64)
+    assert len(only) + only.dropped_long == 19
+    assert len(both) + both.dropped_long == 39
+    with pytest.raises(ValueError, match="mix"):
+        distilled_pairs(tokenizer, src, refs, distilled, "half", 64)
