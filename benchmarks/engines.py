@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -88,8 +89,9 @@ def main() -> int:
     test = corpus.split("test")
     texts = test.src[: args.sentences]
     specs = ensure_exports(student, args.run_dir, corpus.split("valid").src[:50])
-    src_file = args.out / ".probe-src.txt"
     args.out.mkdir(parents=True, exist_ok=True)
+    # the fresh-process probes read their sentences from a file; it is not part of the result
+    src_file = Path(tempfile.mkstemp(prefix="ekd-probe-", suffix=".txt")[1])
     src_file.write_text("\n".join(texts[:20]) + "\n")
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     runs = {}

@@ -39,13 +39,22 @@ BATCH = 32
 
 
 def translate_all(translator, texts, num_beams):
+    """Strings and token ids (decoder start, EOS and padding stripped) from one generation per batch."""
+    from ekd_edge.export.onefile import run_onefile
+    from ekd_edge.translate import _strip
+
     strings, ids = [], []
     for start in range(0, len(texts), BATCH):
         batch = texts[start:start + BATCH]
-        rows = translator.generate_ids(batch, max_new_tokens=MAX_NEW_TOKENS, num_beams=num_beams)
+        if isinstance(translator, OneFileTranslator):
+            batch_strings, rows = run_onefile(translator.session, batch, max_new_tokens=MAX_NEW_TOKENS,
+                                              num_beams=num_beams)
+            rows = [_strip([int(i) for i in row], translator.pad_id, translator.eos_id) for row in rows]
+        else:
+            rows = translator.generate_ids(batch, max_new_tokens=MAX_NEW_TOKENS, num_beams=num_beams)
+            batch_strings = translator.tokenizer.batch_decode(rows, skip_special_tokens=True)
         ids.extend(rows)
-        strings.extend(translator.translate(batch, batch_size=BATCH, max_new_tokens=MAX_NEW_TOKENS,
-                                            num_beams=num_beams))
+        strings.extend(batch_strings)
     return strings, ids
 
 
@@ -107,7 +116,7 @@ def main() -> int:
                      "int8": "dynamic, per-channel, avx512_vnni"},
         "load_average_at_start": [round(x, 2) for x in load],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "environment": environment_signature(),
+        "environment": environment_signature(threads=1),
         "results": results,
     }
     OUT.mkdir(parents=True, exist_ok=True)
@@ -158,7 +167,7 @@ def latency(args) -> int:
         "settings": {"max_new_tokens": MAX_NEW_TOKENS, "threads": 1},
         "load_average_at_start": [round(x, 2) for x in load],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "environment": environment_signature(),
+        "environment": environment_signature(threads=1),
         "results": rows,
     }
     OUT.mkdir(parents=True, exist_ok=True)

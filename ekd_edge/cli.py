@@ -220,8 +220,12 @@ def cmd_export(args) -> int:
     with console.status(f"exporting {args.checkpoint}") as status:
         manifest = run_export(args.checkpoint, args.out, profile, force=args.force,
                               progress=lambda text: status.update(f"{args.checkpoint}: {text}"))
+    gate = manifest.get("quality_gate")
+    gate_text = (f"{gate['status']}{' (forced)' if gate.get('forced') else ''}: BLEU {gate['bundle_bleu']:.2f} vs "
+                 f"checkpoint {gate['checkpoint_bleu']:.2f}, drop {gate['bleu_drop']:.2f} (max {gate['max_drop']:.2f})"
+                 if gate else "not run")
     console.print(f"wrote {args.out} ({manifest.get('total_size', 0) / 1e6:.1f} MB, profile {profile.name}); "
-                  f"parity: {manifest.get('parity')}; quality gate: {manifest.get('quality_gate', 'not run')}")
+                  f"parity: {manifest.get('parity')}; quality gate {gate_text}")
     return 0
 
 

@@ -94,7 +94,6 @@ def test_roots_python_is_aarch64_with_onnxruntime():
     assert json.loads(done.stdout) == ["aarch64", "1.32.0"]
 
 
-@pytest.mark.slow
 def test_plain_onnxruntime_loop_matches_the_bundle_translator(tmp_path, nano_checkpoint, lo_valid):
     """ort_greedy.py (what runs under qemu or on a device) decodes what OnnxTranslator decodes."""
     from ekd_edge.bench.arm import greedy_ids

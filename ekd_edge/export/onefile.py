@@ -305,9 +305,9 @@ def verify_onefile(bundle_dir: str | Path) -> dict:
     from ekd_edge.export.manifest import verify_bundle
 
     bundle_dir = Path(bundle_dir)
-    manifest = read_manifest(bundle_dir) if bundle_dir.is_dir() else None
-    if manifest is None:
+    if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir}: bundle directory not found")
+    manifest = read_manifest(bundle_dir)
     if manifest.get("backend") != LAYOUT:
         raise BundleError(f"{bundle_dir / MANIFEST_NAME}: not a one-file bundle (backend is not {LAYOUT!r})")
     return verify_bundle(bundle_dir)

@@ -47,6 +47,12 @@ class MainActivity : AppCompatActivity() {
                             latency.setText(R.string.translating)
                             button.isEnabled = false
                         }
+                        is UiState.TranslationFailed -> {
+                            status.text = readyText(state.ready)
+                            output.text = state.message
+                            latency.text = ""
+                            button.isEnabled = true
+                        }
                         is UiState.Translated -> {
                             status.text = readyText(state.ready)
                             output.text = state.text

@@ -15,6 +15,8 @@ sealed interface UiState {
     data class Failed(val message: String) : UiState
     data class Translating(val ready: Ready) : UiState
     data class Translated(val ready: Ready, val text: String, val latencyMs: Long) : UiState
+    /** One translation failed; the model stays loaded and usable. */
+    data class TranslationFailed(val ready: Ready, val message: String) : UiState
 }
 
 /** Loads the model on a background thread and runs translations there; the UI only observes. */
@@ -62,7 +64,7 @@ class TranslateViewModel(application: Application) : AndroidViewModel(applicatio
                     val (translation, latency) = model.translate(text.trim())
                     UiState.Translated(current, translation, latency)
                 } catch (e: Exception) {
-                    UiState.Failed("Translation failed: ${e.message}")
+                    UiState.TranslationFailed(current, "Translation failed: ${e.message}")
                 }
             }
         }
