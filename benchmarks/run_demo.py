@@ -25,6 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "demo"
 
 
+def git_revision() -> str:
+    """The commit measured, marked "+dirty" when the working tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return head + ("+dirty" if dirty else "") if head else "unknown"
+
+
 def run_measured(command: list[str]) -> tuple[int, int]:
     """Exit status and peak resident set (KiB) of one child process."""
     proc = subprocess.Popen(command, cwd=ROOT)
@@ -66,6 +74,7 @@ def main() -> int:
     run_dir = args.run_dir.relative_to(ROOT) if args.run_dir.is_relative_to(ROOT) else args.run_dir
     info = {
         "commands": [f"ekd-edge distill demo --run-dir {run_dir}", f"ekd-edge demo --run-dir {run_dir}"],
+        "git_commit": git_revision(),
         "wall_s": round(wall, 1),
         "distill_wall_s": round(distill_wall, 1),
         "distill_peak_rss_mib": round(distill_rss_kib / 1024, 1),

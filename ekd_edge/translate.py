@@ -67,10 +67,15 @@ def load_translator(path: str | Path, threads: int | None = None):
         from ekd_edge.export.bundle import OnnxTranslator
         from ekd_edge.export.manifest import read_manifest
 
-        if read_manifest(path).get("backend") == "ct2":
+        backend = read_manifest(path).get("backend")
+        if backend == "ct2":
             from ekd_edge.export.ct2 import Ct2Translator
 
             return Ct2Translator(path, threads=threads)
+        if backend == "onefile":
+            from ekd_edge.export.onefile import OneFileTranslator
+
+            return OneFileTranslator(path, threads=threads)
 
         return OnnxTranslator(path, threads=threads)
     if (path / "config.json").is_file():

@@ -119,7 +119,6 @@ def test_optimum_bundle_manifest_is_not_a_onefile_bundle(onefile_fp32, tmp_path)
         verify_onefile(copy)
 
 
-@pytest.mark.slow
 def test_int8_export_records_agreement(onefile_fp32, sharp_checkpoint, texts, tmp_path):
     manifest = export_onefile(sharp_checkpoint, tmp_path / "int8", quantize="int8", parity_texts=texts,
                               max_new_tokens=32)
@@ -144,3 +143,20 @@ def test_cli_exports_onefile(sharp_checkpoint, tmp_path):
     assert main(["export", str(sharp_checkpoint), "--out", str(out), "--format", "onefile",
                  "--parity-sentences", "0"]) == 0
     assert verify_onefile(out)["settings"]["layout"] == "onefile"
+
+
+def test_translate_and_bench_load_the_shipped_one_file_bundle(tmp_path):
+    """`ekd-edge translate` and `ekd-edge bench` accept a one-file bundle like any other."""
+    from pathlib import Path
+
+    from ekd_edge.bench import benchmark_model
+    from ekd_edge.translate import load_translator
+
+    bundle = Path(__file__).resolve().parents[1] / "android_demo" / "app" / "src" / "main" / "assets" / "model"
+    translator = load_translator(bundle, threads=1)
+    assert translator.engine == "onnxruntime-onefile"
+    (german,) = translator.translate(["Open the file."], max_new_tokens=32)
+    assert german.strip()
+    row = benchmark_model(bundle, ["Open the file.", "Close"], ["Öffnen Sie die Datei.", "Schließen"], name="onefile",
+                          role="student", latency_sentences=2, warmup=1, max_new_tokens=32, measure_memory=False)
+    assert row["engine"] == "onnxruntime-onefile" and row["latency_p50_ms"] > 0 and row["size_mb"] > 1

@@ -56,14 +56,16 @@ def measure_latency(translator, texts: list[str], warmup: int = 5, max_new_token
         raise ValueError("no sentences to time")
     for i in range(max(0, warmup)):
         translator.generate_ids([texts[i % len(texts)]], max_new_tokens, 1)
-    tokenizer = translator.tokenizer
+    # the one-file model detokenises inside its graph and has no Python tokenizer
+    tokenizer = getattr(translator, "tokenizer", None)
     seconds, tokens = [], 0
     # a collection pause inside one timed sentence would show up as a fake tail latency
     gc.collect()
     for text in texts:
         start = time.perf_counter()
         ids = translator.generate_ids([text], max_new_tokens, 1)[0]
-        tokenizer.decode(ids, skip_special_tokens=True)
+        if tokenizer is not None:
+            tokenizer.decode(ids, skip_special_tokens=True)
         seconds.append(time.perf_counter() - start)
         tokens += len(ids)
     total = sum(seconds)
