@@ -13,22 +13,10 @@ from ekd_edge.errors import CheckpointError
 DEFAULT_MAX_NEW_TOKENS = 128
 
 
-class TorchTranslator:
-    """A Marian checkpoint run with PyTorch eager ``generate``."""
-
-    engine = "pytorch"
-
-    def __init__(self, checkpoint_dir: str | Path, threads: int | None = None):
-        import torch
-
-        from ekd_edge.data.tokenizer import load_tokenizer
-        from ekd_edge.models import load_model
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.path = Path(checkpoint_dir)
-        self.tokenizer = load_tokenizer(self.path)
-        self.model = load_model(self.path).eval()
+class GenerateTranslator:
+    """Shared by every engine driven through transformers' ``generate`` (PyTorch, optimum's ORT):
+    subclasses set ``self.tokenizer`` and ``self.model``; decoding and stripping are the same, so
+    the engines' outputs are comparable token for token."""
 
     def generate_ids(self, texts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1):
         """Token ids (without the decoder start token) for each text, batch as given."""
@@ -49,6 +37,24 @@ class TorchTranslator:
             ids = self.generate_ids(texts[i:i + batch_size], max_new_tokens, num_beams)
             out.extend(self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         return out
+
+
+class TorchTranslator(GenerateTranslator):
+    """A Marian checkpoint run with PyTorch eager ``generate``."""
+
+    engine = "pytorch"
+
+    def __init__(self, checkpoint_dir: str | Path, threads: int | None = None):
+        import torch
+
+        from ekd_edge.data.tokenizer import load_tokenizer
+        from ekd_edge.models import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.path = Path(checkpoint_dir)
+        self.tokenizer = load_tokenizer(self.path)
+        self.model = load_model(self.path).eval()
 
 
 def _strip(ids: list[int], pad_id: int, eos_id: int) -> list[int]:

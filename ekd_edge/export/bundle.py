@@ -7,14 +7,15 @@ from pathlib import Path
 
 from ekd_edge.errors import BundleError
 from ekd_edge.export.manifest import verify_bundle
-from ekd_edge.translate import DEFAULT_MAX_NEW_TOKENS, _strip
+from ekd_edge.translate import GenerateTranslator
 
 
-class OnnxTranslator:
+class OnnxTranslator(GenerateTranslator):
     """An exported bundle run by onnxruntime (CPU) through optimum's ORTModelForSeq2SeqLM.
 
     The manifest is verified before any graph is loaded, so a tampered or incomplete bundle is
-    refused up front rather than producing silently wrong translations.
+    refused up front rather than producing silently wrong translations. Decoding is the shared
+    ``GenerateTranslator`` code, the very same as PyTorch's.
     """
 
     engine = "onnxruntime"
@@ -47,23 +48,3 @@ class OnnxTranslator:
         except Exception as exc:
             detail = " ".join(str(exc).split())[:300]
             raise BundleError(f"{self.path}: onnxruntime cannot load the bundle ({type(exc).__name__}: {detail})") from None
-
-    def generate_ids(self, texts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1):
-        """Token ids (without the decoder start token) for each text, batch as given."""
-        import torch
-
-        enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
-                             max_length=self.model.config.max_position_embeddings)
-        # Same cap as TorchTranslator: positions past the table do not exist in either engine.
-        max_new_tokens = min(max_new_tokens, self.model.config.max_position_embeddings - 1)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
-        return [_strip(row.tolist(), self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) for row in out]
-
-    def translate(self, texts: list[str], batch_size: int = 32, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                  num_beams: int = 1) -> list[str]:
-        out = []
-        for i in range(0, len(texts), batch_size):
-            ids = self.generate_ids(texts[i:i + batch_size], max_new_tokens, num_beams)
-            out.extend(self.tokenizer.batch_decode(ids, skip_special_tokens=True))
-        return out
