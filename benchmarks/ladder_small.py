@@ -121,13 +121,14 @@ def main() -> int:
                       "gap_chrf_to_top_teacher": round(r["chrf"] - top["chrf"], 2),
                       "student_train_wall_s": student_wall.get(label)})
     out = {
-        "command": "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/ladder_small.py "
-                   + " ".join(sys.argv[1:]),
+        # the thread settings are part of the command: they change the wall times
+        "command": "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ)
+                   + ".venv/bin/python benchmarks/ladder_small.py " + " ".join(sys.argv[1:]),
         "recipe": base_text, "variants": VARIANTS, "compare": result, "methods": table,
         "stage_curves": stage_curves, "wall_s": {**wall, "total": round(time.perf_counter() - started, 1)},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "environment": environment_signature(1),
+        "environment": environment_signature(int(os.environ["OMP_NUM_THREADS"]) if "OMP_NUM_THREADS" in os.environ else None),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "result.json").write_text(json.dumps(out, indent=2))
