@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-channel int8 weight scales (default: on)")
     p.add_argument("--keep-fp32", action="append", metavar="NODE",
                    help="leave ONNX nodes whose name contains NODE in fp32, e.g. lm_head (repeatable)")
+    p.add_argument("--portable-numerics", action=argparse.BooleanOptionalAction, default=None,
+                   help="rewrite Softmax/LayerNorm so x86 and ARM decode the same tokens (slower; "
+                        "default: the profile's, else off)")
     p.add_argument("--prune", action="store_true",
                    help="structured pruning before export (the profile's [prune], else half the FFN channels, "
                         "one decoder layer, 300 KD recovery steps)")

@@ -1,10 +1,18 @@
-"""Token-budget batching: deterministic, within budget, every pair once per epoch, correct shifting."""
+"""Token-budget batching: deterministic, within budget, every pair once per epoch, correct shifting;
+the tokenised corpus kept on disk (memory-mapped), reused, and rebuilt when damaged."""
 
+import os
+
+import pytest
 import torch
 
 from ekd_edge.data.tokenizer import load_tokenizer
-from ekd_edge.distill.batches import BatchStream, collate, epoch_batches, tokenize_pairs
+from ekd_edge.distill import batches
+from ekd_edge.distill.batches import (BatchStream, MappedPairs, collate, epoch_batches, fingerprint_pairs,
+                                      tokenize_pairs, tokenize_to_disk, truncate_pairs)
 from ekd_edge.distill.losses import IGNORE
+from ekd_edge.distill.teacher_cache import pairs_fingerprint
+from ekd_edge.errors import EkdError
 
 
 def test_batches_cover_each_pair_once_and_respect_the_budget(tokenizer_dir, lo_train):
@@ -40,3 +48,74 @@ def test_collate_shifts_labels_behind_the_start_token(tokenizer_dir, lo_train):
         assert (labels[row, len(target):] == IGNORE).all()
         assert dec[row, 0] == 0 and dec[row, 1 : len(target)].tolist() == target[:-1]
     assert (batch["attention_mask"].sum(1) == torch.tensor([len(pairs.src[0]), len(pairs.src[1])])).all()
+
+
+def _same_pairs(a, b):
+    assert len(a) == len(b) and a.dropped_long == b.dropped_long
+    assert [a.src[i] for i in range(len(a))] == [b.src[i] for i in range(len(b))]
+    assert [a.tgt[i] for i in range(len(a))] == [b.tgt[i] for i in range(len(b))]
+
+
+def test_pairs_on_disk_equal_the_in_memory_tokenisation(tokenizer_dir, lo_train, tmp_path):
+    tokenizer = load_tokenizer(tokenizer_dir)
+    src, tgt = lo_train.src[:300], lo_train.tgt[:300]
+    memory = tokenize_pairs(tokenizer, src, tgt, max_length=40)
+    disk = tokenize_to_disk(tokenizer, src, tgt, 40, tmp_path, chunk=64)   # several chunks
+    assert isinstance(disk, MappedPairs) and isinstance(disk.src[0], list)
+    assert memory.dropped_long > 0
+    _same_pairs(disk, memory)
+    assert disk.target_tokens() == memory.target_tokens() and disk.lengths() == memory.lengths()
+    assert disk.src[-1] == memory.src[-1] and disk.tgt[2:4] == memory.tgt[2:4]
+    assert pairs_fingerprint(disk) == fingerprint_pairs(memory.src, memory.tgt)   # teacher caches still found
+    assert epoch_batches(disk, 600, seed=3, epoch=0) == epoch_batches(memory, 600, seed=3, epoch=0)
+    assert torch.equal(collate(disk, [5, 1, 9])["labels"], collate(memory, [5, 1, 9])["labels"])
+    # the "truncate" long-pair policy is applied before writing
+    cut = tokenize_to_disk(tokenizer, src, tgt, 1 << 30, tmp_path, truncate_to=12)
+    _same_pairs(cut, truncate_pairs(tokenize_pairs(tokenizer, src, tgt, 1 << 30), 12))
+    assert len(list(tmp_path.glob("pairs-*"))) == 2
+
+
+def test_pairs_on_disk_are_reused_not_retokenised(tokenizer_dir, lo_train, tmp_path, monkeypatch):
+    tokenizer = load_tokenizer(tokenizer_dir)
+    src, tgt = lo_train.src[:50], lo_train.tgt[:50]
+    first = tokenize_to_disk(tokenizer, src, tgt, 40, tmp_path)
+    stamps = {p.name: p.stat().st_mtime_ns for p in first.directory.iterdir()}
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(batches, "tokenize_pairs", no_tokenizing)
+    again = tokenize_to_disk(tokenizer, src, tgt, 40, tmp_path)
+    assert again.directory == first.directory
+    assert {p.name: p.stat().st_mtime_ns for p in again.directory.iterdir()} == stamps
+    _same_pairs(again, first)
+    # other texts or another length limit make another key
+    monkeypatch.undo()
+    assert tokenize_to_disk(tokenizer, src, tgt, 30, tmp_path).directory != first.directory
+    assert tokenize_to_disk(tokenizer, src[:49], tgt[:49], 40, tmp_path).directory != first.directory
+
+
+@pytest.mark.parametrize("damage", ["truncate_tokens", "flip_byte", "truncate_offsets", "no_meta"])
+def test_damaged_pairs_cache_is_rejected_then_rebuilt(tokenizer_dir, lo_train, tmp_path, damage):
+    tokenizer = load_tokenizer(tokenizer_dir)
+    src, tgt = lo_train.src[:50], lo_train.tgt[:50]
+    good = tokenize_to_disk(tokenizer, src, tgt, 40, tmp_path)
+    reference = [good.tgt[i] for i in range(len(good))]
+    directory = good.directory
+    del good
+    tokens, offsets = directory / "tokens.npy", directory / "offsets.npy"
+    if damage == "truncate_tokens":
+        os.truncate(tokens, tokens.stat().st_size - 8)
+    elif damage == "flip_byte":   # same size, one id changed: only the checksum can tell
+        data = bytearray(tokens.read_bytes())
+        data[-3] ^= 0x01
+        tokens.write_bytes(bytes(data))
+    elif damage == "truncate_offsets":
+        os.truncate(offsets, 100)
+    else:
+        (directory / "meta.json").unlink()
+    with pytest.raises(EkdError, match="damaged tokenized-corpus cache"):
+        MappedPairs.open(directory)
+    rebuilt = tokenize_to_disk(tokenizer, src, tgt, 40, tmp_path)
+    assert rebuilt.directory == directory and [rebuilt.tgt[i] for i in range(len(rebuilt))] == reference
+    MappedPairs.open(directory)   # sound again

@@ -1,10 +1,13 @@
-"""Data-parallel distillation: 2 processes under torchrun (gloo, CPU) against 1 process, same global batch."""
+"""Data-parallel distillation: 2 processes under torchrun (gloo, CPU) against 1 process, same global batch;
+teacher caches and seq-KD decoding shared out across ranks, written once by rank 0."""
 
+import json
 import os
 import subprocess
 import sys
 import tomllib
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -111,3 +114,79 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     start = build_model("nano", len(load_tokenizer(single / "tokenizer")), seed=7 + 1000).state_dict()
     trained = load_file(single / "students/stage-1/model.safetensors")
     assert max((trained[k] - start[k]).abs().max().item() for k in trained) > 100 * TOLERANCE
+
+
+# Builds the tokenised corpus, a top-k teacher cache and seq-KD targets from a fixed teacher, as
+# plan_stage does, then records what this rank got. Run as one process or under torchrun.
+SHARD_WORKER = """
+import json, sys
+from pathlib import Path
+from ekd_edge.data import load_corpus
+from ekd_edge.data.tokenizer import load_tokenizer
+from ekd_edge.distill import distributed
+from ekd_edge.distill.batches import tokenize_to_disk
+from ekd_edge.distill.seqkd import SeqKDSettings, distill_targets
+from ekd_edge.distill.teacher_cache import build_teacher_cache
+from ekd_edge.models import load_model
+
+tokenizer_dir, teacher_dir, cache_root, out = map(Path, sys.argv[1:5])
+tokenizer, teacher = load_tokenizer(tokenizer_dir), load_model(teacher_dir)
+text = load_corpus("lo-help-en-de").split("train").head(70)
+pairs = tokenize_to_disk(tokenizer, text.src, text.tgt, 62, cache_root)
+# batches of 12: an odd number of batches, so with 2 ranks the last round leaves rank 1 without one
+cache = build_teacher_cache(teacher, teacher_dir, pairs, cache_root, k=8, batch_pairs=12)
+# chunks of 8 sentences in batches of 3: ranks get unequal shares, the last chunk is short
+settings = SeqKDSettings(beams=2, max_new_tokens=10, chunk=8, batch_size=3)
+data = distill_targets(teacher, teacher_dir, tokenizer, text.src[:30], text.tgt[:30], cache_root, settings)
+rank = distributed.context().rank
+(out / f"rank-{rank}.json").write_text(json.dumps({
+    "pairs": len(pairs), "tgt": [pairs.tgt[i] for i in range(len(pairs))], "targets": data.targets,
+    "cache_sum": float(cache.values.sum()), "built": cache.built, "decoded_now": data.decoded_now}))
+distributed.shutdown()
+"""
+
+
+def _run_shard_worker(tmp_path, name, tokenizer_dir, teacher_dir, ranks):
+    script, out, cache_root = tmp_path / "worker.py", tmp_path / f"{name}-out", tmp_path / name
+    script.write_text(SHARD_WORKER)
+    out.mkdir()
+    launch = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                  "--nproc_per_node", str(ranks)]
+    proc = subprocess.run(launch + [str(script), str(tokenizer_dir), str(teacher_dir), str(cache_root), str(out)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cache_root, [json.loads((out / f"rank-{r}.json").read_text()) for r in range(ranks)]
+
+
+def test_two_ranks_share_cache_and_seqkd_work_and_write_one_set_of_files(tmp_path, tokenizer_dir, nano_checkpoint):
+    one, (solo,) = _run_shard_worker(tmp_path, "one", tokenizer_dir, nano_checkpoint, 1)
+    two, ranks = _run_shard_worker(tmp_path, "two", tokenizer_dir, nano_checkpoint, 2)
+
+    # One set of files, named as one process names them (same keys), no per-rank or temporary leftovers.
+    files = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # noqa: E731
+    assert files(two) == files(one)
+    assert len(list(two.glob("teacher-*"))) == len(list(two.glob("seqkd-*"))) == len(list(two.glob("pairs-*"))) == 1
+    assert not [p for p in two.rglob("*") if p.name.startswith(".") or "chunk-" in p.name or "rank" in p.name]
+
+    # Every rank did its share (cache built, every sentence decoded once) and reads the same results.
+    assert -(-solo["pairs"] // 12) % 2 == 1 and len(set(solo["targets"])) > 10   # the cases above are exercised
+    for got in ranks:
+        assert got["built"] and got["decoded_now"] == 30
+        assert got["tgt"] == solo["tgt"] and got["targets"] == solo["targets"]
+        assert got["cache_sum"] == ranks[0]["cache_sum"]
+    assert (two / next(two.glob("seqkd-*")).name / "targets.txt").read_text() == \
+        (one / next(one.glob("seqkd-*")).name / "targets.txt").read_text()
+
+    # Each rank runs the very batches one process runs (whole batches of the length-sorted order), on
+    # one thread, so the numbers come out identical in practice. The allowance only admits float32
+    # round-off (1e-6 on log-probabilities of order 1-10); a token swap inside the top k needs two
+    # values within that round-off, so indices are compared wherever neighbouring values differ by more.
+    cache_one, cache_two = next(one.glob("teacher-*")), next(two.glob("teacher-*"))
+    arrays = lambda d: {n: np.load(d / f"{n}.npy") for n in ("values", "indices", "tail", "offsets")}  # noqa: E731
+    a, b = arrays(cache_one), arrays(cache_two)
+    assert np.array_equal(a["offsets"], b["offsets"]) and a["values"].shape == b["values"].shape
+    np.testing.assert_allclose(b["values"], a["values"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(b["tail"], a["tail"], rtol=0, atol=1e-6)
+    clear = (np.diff(a["values"], axis=1) < -2e-6).all(axis=1)   # no near tie among this position's top k
+    assert clear.mean() > 0.9
+    assert np.array_equal(a["indices"][clear], b["indices"][clear])

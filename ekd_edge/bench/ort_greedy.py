@@ -30,11 +30,24 @@ def _config(bundle):
     return config
 
 
+def _settings(bundle):
+    """The export settings recorded in the bundle's manifest.json ({} without one)."""
+    try:
+        with open(f"{bundle}/manifest.json", encoding="utf-8") as fh:
+            return json.load(fh).get("settings") or {}
+    except OSError:
+        return {}
+
+
 class GreedyDecoder:
     def __init__(self, bundle, threads=None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # a bundle exported with portable numerics asks for the "basic" level (export/portable.py)
+        if _settings(bundle).get("graph_optimization_level") == "basic":
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        self.optimization_level = str(options.graph_optimization_level)
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
@@ -98,6 +111,7 @@ def run(bundle, id_lists, threads=None, max_new_tokens=128, warmup=3):
 
     return {"machine": platform.machine(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "threads": threads, "load_s": load_s,
+            "graph_optimization_level": decoder.optimization_level,
             "warmup": warmup, "ids": outputs, "seconds": seconds}
 
 

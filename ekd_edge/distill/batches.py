@@ -4,17 +4,31 @@ Pairs are shuffled, then sorted by length inside pools of a few hundred so each 
 pairs of similar length (little padding), and the batches themselves are shuffled again.
 Because the order is a pure function of (seed, epoch), a resumed run can find its place again
 from the step count alone.
+
+A training corpus lives on disk, not in Python lists: ``tokenize_to_disk`` writes every pair's
+token ids once into a flat int32 array plus int64 offsets (run_dir/cache/pairs-<key>/), and
+``MappedPairs`` reads them memory-mapped, one pair at a time, with the same ``src[i]`` /
+``tgt[i]`` / ``len()`` interface as the in-memory ``TokenizedPairs``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
+import shutil
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from ekd_edge.data.tokenizer import PAD_ID
+from ekd_edge.data.tokenizer import PAD_ID, TOKENIZER_FILES
 from ekd_edge.distill.losses import IGNORE
+from ekd_edge.errors import EkdError
 
 
 @dataclass
@@ -28,6 +42,10 @@ class TokenizedPairs:
 
     def target_tokens(self) -> int:
         return sum(len(t) for t in self.tgt)
+
+    def lengths(self) -> tuple[list[int], list[int]]:
+        """Token counts of every source and every target."""
+        return [len(s) for s in self.src], [len(t) for t in self.tgt]
 
 
 def tokenize_pairs(tokenizer, src: list[str], tgt: list[str], max_length: int, chunk: int = 4096) -> TokenizedPairs:
@@ -44,21 +62,234 @@ def tokenize_pairs(tokenizer, src: list[str], tgt: list[str], max_length: int, c
     return TokenizedPairs(out_src, out_tgt, dropped)
 
 
+def truncate_pairs(pairs: TokenizedPairs, max_length: int) -> TokenizedPairs:
+    """Cut sides longer than ``max_length`` to it, keeping the final EOS; count the pairs cut."""
+    cut, src, tgt = 0, [], []
+    for s, t in zip(pairs.src, pairs.tgt):
+        if len(s) > max_length or len(t) > max_length:
+            cut += 1
+            s = s[:max_length - 1] + s[-1:] if len(s) > max_length else s
+            t = t[:max_length - 1] + t[-1:] if len(t) > max_length else t
+        src.append(s)
+        tgt.append(t)
+    return TokenizedPairs(src, tgt, pairs.dropped_long + cut)
+
+
+def fingerprint_pairs(src, tgt) -> str:
+    """A hash of the exact token ids of every pair, in order (the teacher cache's data key)."""
+    digest = hashlib.sha256()
+    for s, t in zip(src, tgt):
+        _update_fingerprint(digest, s, t)
+    return digest.hexdigest()
+
+
+def _update_fingerprint(digest, s, t) -> None:
+    digest.update(np.asarray(s, dtype=np.int32).tobytes())
+    digest.update(b"|")
+    digest.update(np.asarray(t, dtype=np.int32).tobytes())
+    digest.update(b"#")
+
+
+class _MappedSide(Sequence):
+    """One side (0 = source, 1 = target) of memory-mapped pairs: ``side[i]`` is a list of ints."""
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, side: int):
+        self._tokens, self._offsets, self._side = tokens, offsets, side
+        self._n = (len(offsets) - 1) // 2
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        i = int(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"pair {i} out of range (0..{self._n - 1})")
+        at = 2 * i + self._side
+        return self._tokens[int(self._offsets[at]):int(self._offsets[at + 1])].tolist()
+
+
+class MappedPairs:
+    """Tokenised pairs read lazily from a ``tokenize_to_disk`` directory.
+
+    Layout: tokens.npy int32 [all tokens]; offsets.npy int64 [2·pairs + 1]: pair i's source is
+    tokens[offsets[2i] : offsets[2i+1]] and its target tokens[offsets[2i+1] : offsets[2i+2]].
+    """
+
+    def __init__(self, directory: Path, tokens: np.ndarray, offsets: np.ndarray, meta: dict):
+        self.directory, self.meta = directory, meta
+        self.src, self.tgt = _MappedSide(tokens, offsets, 0), _MappedSide(tokens, offsets, 1)
+        self.dropped_long = int(meta["dropped_long"])
+        self.fingerprint = meta["fingerprint"]   # of the token ids, exactly as fingerprint_pairs computes it
+        self._sides = np.diff(offsets)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def target_tokens(self) -> int:
+        return int(self._sides[1::2].sum())
+
+    def lengths(self) -> tuple[list[int], list[int]]:
+        return self._sides[0::2].tolist(), self._sides[1::2].tolist()
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "MappedPairs":
+        """Open and check a finished directory; a damaged one raises EkdError saying what is wrong."""
+        directory = Path(directory)
+
+        def bad(why: str) -> EkdError:
+            return EkdError(f"{directory}: damaged tokenized-corpus cache ({why}); delete the directory to rebuild it")
+
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            tokens = np.load(directory / "tokens.npy", mmap_mode="r")
+            offsets = np.load(directory / "offsets.npy", mmap_mode="r")
+        except (OSError, ValueError) as err:   # a truncated .npy fails its header or mmap size check
+            raise bad(f"{type(err).__name__}: {err}") from None
+        for name in ("tokens.npy", "offsets.npy"):   # catches flipped bytes that keep the size
+            if _file_sha256(directory / name) != meta.get("sha256", {}).get(name):
+                raise bad(f"{name} does not match its checksum")
+        n = int(meta.get("pairs", -1))
+        if (tokens.dtype != np.int32 or offsets.dtype != np.int64 or offsets.shape != (2 * n + 1,)
+                or int(offsets[0]) != 0 or int(offsets[-1]) != tokens.size):
+            raise bad("offsets do not describe the token array")
+        return cls(directory, tokens, offsets, meta)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's files (its SentencePiece models and vocabulary)."""
+    digest = hashlib.sha256()
+    directory = Path(getattr(tokenizer, "name_or_path", "") or ".")
+    found = [name for name in TOKENIZER_FILES if (directory / name).is_file()]
+    for name in found:
+        digest.update(name.encode() + b"\0" + (directory / name).read_bytes())
+    if not found:   # built in memory: its vocabulary is what there is to hash
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return digest.hexdigest()
+
+
+def corpus_key(tokenizer, src: list[str], tgt: list[str], max_length: int, truncate_to: int | None) -> str:
+    """Hash of the tokenizer's files, the texts and the length limits."""
+    digest = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}:{max_length}:{truncate_to}:{len(src)}".encode())
+    for line in src:
+        digest.update(line.encode() + b"\n")
+    digest.update(b"\0")
+    for line in tgt:
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()[:20]
+
+
+def tokenize_to_disk(tokenizer, src: list[str], tgt: list[str], max_length: int, cache_root: str | Path,
+                     truncate_to: int | None = None, chunk: int = 4096,
+                     description: str = "tokenizing") -> MappedPairs:
+    """``tokenize_pairs`` (then ``truncate_pairs`` to ``truncate_to`` when given), kept on disk.
+
+    Written once under ``cache_root/pairs-<key>``, so a restart reuses it; a damaged directory is
+    rebuilt. Under torchrun rank 0 writes and the other ranks open the finished directory.
+    """
+    from ekd_edge.distill import distributed
+
+    if len(src) != len(tgt):
+        raise ValueError(f"{len(src)} sources but {len(tgt)} targets")
+    final = Path(cache_root) / f"pairs-{corpus_key(tokenizer, src, tgt, max_length, truncate_to)}"
+    if distributed.context().is_main:
+        pairs = _open_or_build(final, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
+    distributed.barrier()
+    return pairs if distributed.context().is_main else MappedPairs.open(final)
+
+
+def _open_or_build(final: Path, tokenizer, src, tgt, max_length, truncate_to, chunk, description) -> MappedPairs:
+    from ekd_edge.console import console
+
+    if final.is_dir():
+        try:
+            return MappedPairs.open(final)
+        except EkdError as err:
+            console.log(f"{err}: rebuilding it")
+            shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        meta = _write_tokens(tmp, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
+        meta["key"] = final.name.removeprefix("pairs-")
+        _write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return MappedPairs.open(final)
+
+
+def _write_tokens(tmp: Path, tokenizer, src, tgt, max_length, truncate_to, chunk, description) -> dict:
+    """Tokenise chunk by chunk into tmp/tokens.npy and tmp/offsets.npy; return the meta record."""
+    from ekd_edge.console import progress_bar
+
+    digest, sides, dropped, total = hashlib.sha256(), [], 0, 0
+    raw = tmp / "tokens.raw"
+    with open(raw, "wb") as out, progress_bar() as bar:
+        task = bar.add_task(description, total=len(src), status="")
+        for start in range(0, len(src), chunk):
+            part = tokenize_pairs(tokenizer, src[start:start + chunk], tgt[start:start + chunk], max_length, chunk)
+            if truncate_to is not None:
+                part = truncate_pairs(part, truncate_to)
+            dropped += part.dropped_long
+            for s, t in zip(part.src, part.tgt):
+                _update_fingerprint(digest, s, t)
+                sides += [len(s), len(t)]
+                out.write(np.asarray(s + t, dtype=np.int32).tobytes())
+                total += len(s) + len(t)
+            bar.update(task, advance=min(chunk, len(src) - start))
+    # The .npy header needs the final size, known only now: the header, then the raw ids behind it.
+    with open(tmp / "tokens.npy", "wb") as out, open(raw, "rb") as ids:
+        np.lib.format.write_array_header_1_0(out, {"descr": np.dtype(np.int32).str, "fortran_order": False,
+                                                   "shape": (total,)})
+        shutil.copyfileobj(ids, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+    raw.unlink()
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(sides, dtype=np.int64))]).astype(np.int64)
+    with open(tmp / "offsets.npy", "wb") as out:
+        np.save(out, offsets)
+        out.flush()
+        os.fsync(out.fileno())
+    return {"pairs": len(sides) // 2, "tokens": total, "dropped_long": dropped, "max_length": max_length,
+            "truncate_to": truncate_to, "fingerprint": digest.hexdigest(),
+            "sha256": {name: _file_sha256(tmp / name) for name in ("tokens.npy", "offsets.npy")}}
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _file_sha256(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while data := fh.read(block):
+            digest.update(data)
+    return digest.hexdigest()
+
+
 def epoch_batches(pairs: TokenizedPairs, batch_tokens: int, seed: int, epoch: int, pool_batches: int = 64) -> list[list[int]]:
     """Index lists, one per batch, for one pass over ``pairs``."""
     rng = random.Random(seed * 100_003 + epoch)
     order = list(range(len(pairs)))
     rng.shuffle(order)
+    s_len, t_len = pairs.lengths()   # lengths only: no pair is read from disk to plan an epoch
     batches: list[list[int]] = []
     pool_size = max(1, pool_batches * batch_tokens // 40)
     for start in range(0, len(order), pool_size):
-        pool = sorted(order[start:start + pool_size], key=lambda i: (len(pairs.tgt[i]), len(pairs.src[i])))
+        pool = sorted(order[start:start + pool_size], key=lambda i: (t_len[i], s_len[i]))
         batch, longest = [], 0
         for i in pool:
-            longest_next = max(longest, len(pairs.src[i]) + len(pairs.tgt[i]))
+            longest_next = max(longest, s_len[i] + t_len[i])
             if batch and longest_next * (len(batch) + 1) > batch_tokens:
                 batches.append(batch)
-                batch, longest_next = [], len(pairs.src[i]) + len(pairs.tgt[i])
+                batch, longest_next = [], s_len[i] + t_len[i]
             batch.append(i)
             longest = longest_next
         if batch:

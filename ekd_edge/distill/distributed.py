@@ -110,6 +110,11 @@ def gather_lists(local: list) -> list:
     return [item for part in parts for item in part]
 
 
+def main_value(value):
+    """Rank 0's ``value`` on every rank: one decision (is this file there?) that all ranks follow."""
+    return gather_lists([value])[0] if context().enabled else value
+
+
 def local_batch(batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[dict, torch.Tensor, float]:
     """This rank's rows of a global batch, and the factor that makes its token-mean loss a share of
     the global token mean under DDP's gradient averaging: local_tokens × world_size / global_tokens.

@@ -10,6 +10,7 @@ run picks up at the first unfinished model.
 
 Run directory:
     recipe.toml · run.json · tokenizer/ · teachers/<name>/ · students/stage-<k>/
+    cache/ (tokenised corpus, teacher caches, seq-KD targets: reused on restart)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ekd_edge.console import console
 from ekd_edge.data.corpus import load_corpus
 from ekd_edge.data.tokenizer import load_tokenizer, train_tokenizer, vocab_fingerprint
 from ekd_edge.distill import distributed
-from ekd_edge.distill.batches import BatchStream, TokenizedPairs, tokenize_pairs
+from ekd_edge.distill.batches import BatchStream, tokenize_to_disk, truncate_pairs  # noqa: F401 (re-exported)
 from ekd_edge.distill.checkpointing import ProgressFile
 from ekd_edge.distill.methods import plan_stage, run_baselines
 from ekd_edge.distill.recipe import Recipe
@@ -104,9 +105,10 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
             check_checkpoint(teacher.checkpoint)
             check_same_vocab(teacher.checkpoint, tokenizer_dir)
 
-    with console.status(f"tokenizing {len(train_text):,} training pairs"):
-        pairs = tokenize_pairs(tokenizer, train_text.src, train_text.tgt, long_pair_limit(recipe))
-        pairs = truncate_pairs(pairs, recipe.data.max_length)
+    # On disk, memory-mapped (batches.py): a large corpus never sits in Python lists; reused on restart.
+    truncate_to = recipe.data.max_length if recipe.data.long_pairs == "truncate" else None
+    pairs = tokenize_to_disk(tokenizer, train_text.src, train_text.tgt, long_pair_limit(recipe), run_dir / "cache",
+                             truncate_to=truncate_to, description=f"tokenizing {len(train_text):,} training pairs")
     what = "truncated" if recipe.data.long_pairs == "truncate" else "dropped"
     console.log(f"tokenized: {len(pairs):,} pairs, {pairs.target_tokens():,} target tokens"
                 f" ({pairs.dropped_long} longer than {recipe.data.max_length} tokens {what})")
@@ -191,19 +193,6 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
 def long_pair_limit(recipe: Recipe) -> int:
     """Token limit handed to tokenize_pairs: pairs over it are dropped there ("drop" policy)."""
     return recipe.data.max_length if recipe.data.long_pairs == "drop" else 1 << 30
-
-
-def truncate_pairs(pairs: TokenizedPairs, max_length: int) -> TokenizedPairs:
-    """Cut sides longer than ``max_length`` to it, keeping the final EOS; count the pairs cut."""
-    cut, src, tgt = 0, [], []
-    for s, t in zip(pairs.src, pairs.tgt):
-        if len(s) > max_length or len(t) > max_length:
-            cut += 1
-            s = s[:max_length - 1] + s[-1:] if len(s) > max_length else s
-            t = t[:max_length - 1] + t[-1:] if len(t) > max_length else t
-        src.append(s)
-        tgt.append(t)
-    return TokenizedPairs(src, tgt, pairs.dropped_long + cut)
 
 
 def _read_metrics(model_dir: Path) -> dict:

@@ -129,7 +129,8 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, teache
                             max_new_tokens=recipe.data.max_length)
         data = distill_targets(teacher, teacher_dir, tokenizer, train_src, train_tgt, cache_root, seq,
                                description=f"stage {k}: seq-KD decoding")
-        pairs = distilled_pairs(tokenizer, train_src, train_tgt, data.targets, seq.mix, recipe.data.max_length)
+        pairs = distilled_pairs(tokenizer, train_src, train_tgt, data.targets, seq.mix, recipe.data.max_length,
+                                cache_root)
         stream = BatchStream(pairs, recipe.training.batch_tokens, recipe.seed + k)
         first_batch = 0
         notes["seqkd"] = {"beams": seq.beams, "nbest": seq.nbest, "mix": seq.mix, "pairs": len(pairs),

@@ -10,6 +10,10 @@ Decoding is cached and resumable: sources are decoded in chunks, each chunk writ
 as soon as it is done, under run_dir/cache/seqkd-<key>/ where the key hashes the teacher's
 weights, the sources, the references and the decoding settings. A restart skips finished chunks,
 and a finished run re-reads ``targets.txt`` without running the teacher at all.
+
+Under torchrun the ranks split each chunk: every rank decodes whole batches of the chunk's
+length-sorted order (the very batches one process decodes), rank 0 gathers the chunk and writes
+it, and the other ranks read ``targets.txt`` once rank 0 has written it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pathlib import Path
 import torch
 
 from ekd_edge.console import progress_bar
-from ekd_edge.distill.batches import TokenizedPairs, tokenize_pairs
+from ekd_edge.distill import distributed
+from ekd_edge.distill.batches import TokenizedPairs, tokenize_pairs, tokenize_to_disk
 from ekd_edge.distill.teacher_cache import file_sha256
 
 MIXES = ("distilled", "both")
@@ -75,9 +80,7 @@ def beam_decode(teacher, tokenizer, src: list[str], refs: list[str], settings: S
     nbest = max(1, settings.nbest)
     beams = max(settings.beams, nbest)
     out: list[str] = [""] * len(src)
-    order = sorted(range(len(src)), key=lambda i: len(src[i]))
-    for start in range(0, len(order), settings.batch_size):
-        idx = order[start:start + settings.batch_size]
+    for idx in decode_batches(src, settings.batch_size):
         enc = tokenizer([src[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=teacher.config.max_position_embeddings)
         generated = teacher.generate(**enc, num_beams=beams, num_return_sequences=nbest, do_sample=False,
@@ -89,29 +92,61 @@ def beam_decode(teacher, tokenizer, src: list[str], refs: list[str], settings: S
     return out
 
 
+def decode_batches(src: list[str], batch_size: int) -> list[list[int]]:
+    """Index batches of ``src`` in length order (little padding)."""
+    order = sorted(range(len(src)), key=lambda i: len(src[i]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _decode_share(teacher, tokenizer, src: list[str], refs: list[str], settings: SeqKDSettings) -> list[str]:
+    """The whole chunk's decoding, this rank deciding its share of the batches; every rank gets all of it.
+
+    A rank's share is a run of whole batches of the length-sorted order, so beam_decode, sorting
+    its share again, forms the very batches one process forms: the ranks together decode exactly
+    what one process decodes.
+    """
+    batches = decode_batches(src, settings.batch_size)
+    share = distributed.shard_range(len(batches))
+    mine = [i for batch in batches[share.start:share.stop] for i in batch]
+    texts = beam_decode(teacher, tokenizer, [src[i] for i in mine], [refs[i] for i in mine], settings) if mine else []
+    out: list[str] = [""] * len(src)
+    for i, text in distributed.gather_lists(list(zip(mine, texts))):
+        out[i] = text
+    return out
+
+
 def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str], refs: list[str],
                     cache_root: str | Path, settings: SeqKDSettings, description: str = "seq-KD decoding") -> DistilledData:
-    """Distilled targets for every source, decoded once and cached chunk by chunk."""
+    """Distilled targets for every source, decoded once and cached chunk by chunk.
+
+    Under torchrun every rank calls this: the ranks split each chunk, rank 0 alone writes.
+    """
     if len(src) != len(refs):
         raise ValueError(f"{len(src)} sources but {len(refs)} references")
     directory = Path(cache_root) / f"seqkd-{seqkd_key(teacher_dir, src, refs, settings)}"
     final = directory / "targets.txt"
-    if final.is_file():
+    if distributed.main_value(final.is_file()):   # rank 0 decides, so every rank takes the same path
         return DistilledData(final.read_text().split("\n")[: len(src)], directory, 0)
-    directory.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.context()
+    if ctx.is_main:
+        directory.mkdir(parents=True, exist_ok=True)
     teacher.eval()
     chunks = range(0, len(src), settings.chunk)
+    todo = set(distributed.main_value([s for s in chunks if not (directory / f"chunk-{s:08d}.json").is_file()]))
     decoded = 0
-    with progress_bar() as bar:
+    with progress_bar(disable=not ctx.is_main) as bar:
         task = bar.add_task(description, total=len(src), status=f"beam {settings.beams}, n-best {settings.nbest}")
         for start in chunks:
-            path = directory / f"chunk-{start:08d}.json"
             end = min(len(src), start + settings.chunk)
-            if not path.is_file():
-                texts = beam_decode(teacher, tokenizer, src[start:end], refs[start:end], settings)
-                _write_atomic(path, json.dumps(texts, ensure_ascii=False))
+            if start in todo:
+                texts = _decode_share(teacher, tokenizer, src[start:end], refs[start:end], settings)
+                if ctx.is_main:
+                    _write_atomic(directory / f"chunk-{start:08d}.json", json.dumps(texts, ensure_ascii=False))
                 decoded += end - start
             bar.update(task, completed=end)
+    if not ctx.is_main:
+        distributed.barrier()   # rank 0 is assembling targets.txt
+        return DistilledData(final.read_text().split("\n")[: len(src)], directory, decoded)
     targets: list[str] = []
     for start in chunks:
         targets += json.loads((directory / f"chunk-{start:08d}.json").read_text())
@@ -121,16 +156,22 @@ def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str],
                                                        "beams": settings.beams, "nbest": settings.nbest}, indent=2))
     for start in chunks:
         (directory / f"chunk-{start:08d}.json").unlink(missing_ok=True)
+    distributed.barrier()
     return DistilledData(targets, directory, decoded)
 
 
 def distilled_pairs(tokenizer, src: list[str], refs: list[str], distilled: list[str], mix: str,
-                    max_length: int) -> TokenizedPairs:
-    """Training pairs on distilled targets, or on references and distilled targets together."""
+                    max_length: int, cache_root: str | Path | None = None) -> TokenizedPairs:
+    """Training pairs on distilled targets, or on references and distilled targets together.
+
+    With ``cache_root`` they are kept on disk and read memory-mapped (batches.tokenize_to_disk).
+    """
     if mix not in MIXES:
         raise ValueError(f"seqkd mix must be one of {', '.join(MIXES)}, got {mix!r}")
     keep = [i for i, t in enumerate(distilled) if t.strip()]   # an empty hypothesis teaches nothing
     d_src, d_tgt = [src[i] for i in keep], [distilled[i] for i in keep]
     if mix == "both":
         d_src, d_tgt = src + d_src, refs + d_tgt
+    if cache_root is not None:
+        return tokenize_to_disk(tokenizer, d_src, d_tgt, max_length, cache_root, description="tokenizing seq-KD pairs")
     return tokenize_pairs(tokenizer, d_src, d_tgt, max_length)

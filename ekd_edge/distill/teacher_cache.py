@@ -15,6 +15,10 @@ The key is sha256(teacher model.safetensors) + the tokenized data's fingerprint 
 restart, or any other run with the same teacher and data, finds the cache instead of recomputing
 it. It is written to a temporary directory and renamed into place: a crash leaves no half cache.
 
+Under torchrun the ranks share the work: each round of the length-sorted order holds one batch per
+rank, each rank runs the teacher on its batch (the very batch one process would run), rank 0
+gathers the round's rows and writes them, and the others open the finished cache.
+
 Tail handling: the loss compares the teacher and the student on k + 1 outcomes — the k cached
 tokens and one aggregated "other" bucket holding the rest of each distribution. Both sides stay
 proper distributions, no teacher mass is silently dropped, and with k = vocab the bucket is empty
@@ -36,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from ekd_edge.console import progress_bar
-from ekd_edge.distill.batches import TokenizedPairs, collate
+from ekd_edge.distill import distributed
+from ekd_edge.distill.batches import TokenizedPairs, collate, fingerprint_pairs
 from ekd_edge.distill.losses import IGNORE, forward_kl, jsd, reverse_kl
 
 TAIL_FLOOR = -80.0   # log of an (almost) empty tail: finite, so 0·(log 0 − log 0) never becomes NaN
@@ -52,14 +57,9 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def pairs_fingerprint(pairs: TokenizedPairs) -> str:
-    """A hash of the exact token ids of every pair, in order."""
-    digest = hashlib.sha256()
-    for s, t in zip(pairs.src, pairs.tgt):
-        digest.update(np.asarray(s, dtype=np.int32).tobytes())
-        digest.update(b"|")
-        digest.update(np.asarray(t, dtype=np.int32).tobytes())
-        digest.update(b"#")
-    return digest.hexdigest()
+    """A hash of the exact token ids of every pair, in order (stored with pairs kept on disk)."""
+    stored = getattr(pairs, "fingerprint", None)
+    return stored if stored else fingerprint_pairs(pairs.src, pairs.tgt)
 
 
 def cache_key(teacher_dir: str | Path, pairs: TokenizedPairs, k: int, temperature: float) -> str:
@@ -116,54 +116,87 @@ def top_k_with_tail(teacher_logits: torch.Tensor, k: int, temperature: float):
 def build_teacher_cache(teacher, teacher_dir: str | Path, pairs: TokenizedPairs, cache_root: str | Path,
                         k: int, temperature: float = 1.0, batch_pairs: int = 64,
                         description: str = "teacher cache") -> TeacherCache:
-    """The cache for (teacher, pairs, k, T): opened from disk when it exists, else computed once."""
+    """The cache for (teacher, pairs, k, T): opened from disk when it exists, else computed once.
+
+    Under torchrun every rank calls this: the ranks split the teacher's work, rank 0 alone writes.
+    """
     vocab = teacher.config.vocab_size
     if not 1 <= k <= vocab:
         raise ValueError(f"teacher_cache_k must be in 1..{vocab} (the vocabulary), got {k}")
     key = cache_key(teacher_dir, pairs, k, temperature)
     final = Path(cache_root) / f"teacher-{key}"
-    if (final / "meta.json").is_file():
+    if distributed.main_value((final / "meta.json").is_file()):   # rank 0 decides: all ranks build, or none
         return TeacherCache.open(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    main = distributed.context().is_main
+    if main:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        lengths = np.array([len(t) for t in pairs.tgt], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        total = int(offsets[-1])
+        found = _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp if main else None, key,
+                         teacher_dir, final)
+    finally:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+    distributed.barrier()   # the other ranks open the cache once rank 0 has renamed it into place
+    return TeacherCache.open(final, built=not found)
+
+
+def _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp, key, teacher_dir, final) -> bool:
+    """Run the teacher over every pair (this rank's share) and, on rank 0, write the cache into ``tmp``
+    and rename it to ``final``. True when another process had finished the same cache first."""
+    ctx = distributed.context()
+    src_lengths, tgt_lengths = pairs.lengths()
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(tgt_lengths, dtype=np.int64))]).astype(np.int64)
+    total = int(offsets[-1])
+    if tmp is not None:
         values = np.lib.format.open_memmap(tmp / "values.npy", mode="w+", dtype=np.float32, shape=(total, k))
         indices = np.lib.format.open_memmap(tmp / "indices.npy", mode="w+", dtype=np.int32, shape=(total, k))
         tail = np.lib.format.open_memmap(tmp / "tail.npy", mode="w+", dtype=np.float32, shape=(total,))
         np.save(tmp / "offsets.npy", offsets)
-        teacher.eval()
-        order = sorted(range(len(pairs)), key=lambda i: (len(pairs.tgt[i]), len(pairs.src[i])))  # little padding
-        with progress_bar() as bar:
-            task = bar.add_task(description, total=len(order), status=f"k={k}")
-            for start in range(0, len(order), batch_pairs):
-                chunk = order[start:start + batch_pairs]
-                batch = collate(pairs, chunk)
-                labels = batch.pop("labels")
-                v, i, t = top_k_with_tail(teacher(**batch).logits, k, temperature)
-                for row, p in enumerate(chunk):
+    teacher.eval()
+    order = sorted(range(len(pairs)), key=lambda i: (tgt_lengths[i], src_lengths[i]))  # little padding
+    # One batch per rank per round, exactly the batches one process runs; gathering round by round
+    # keeps rank 0's memory to one round of rows, whatever the corpus size.
+    round_pairs = batch_pairs * ctx.world_size
+    with progress_bar(disable=not ctx.is_main) as bar:
+        task = bar.add_task(description, total=len(order), status=f"k={k}")
+        for start in range(0, len(order), round_pairs):
+            mine = order[start + ctx.rank * batch_pairs:start + (ctx.rank + 1) * batch_pairs]
+            rows = distributed.gather_lists(_top_k_rows(teacher, pairs, mine, offsets, k, temperature))
+            if tmp is not None:
+                for p, v, i, t in rows:
                     lo, hi = int(offsets[p]), int(offsets[p + 1])
-                    values[lo:hi] = v[row, : hi - lo].numpy()
-                    indices[lo:hi] = i[row, : hi - lo].numpy()
-                    tail[lo:hi] = t[row, : hi - lo].numpy()
-                bar.update(task, advance=len(chunk))
-        for array in (values, indices, tail):
-            array.flush()
-        del values, indices, tail
-        meta = {"k": k, "temperature": temperature, "teacher": str(teacher_dir), "pairs": len(pairs),
-                "positions": total, "key": key, "tail": "aggregated 'other' bucket"}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / "meta.json").is_file():   # another process finishing the same cache first is fine
-                raise
-            return TeacherCache.open(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return TeacherCache.open(final, built=True)
+                    values[lo:hi], indices[lo:hi], tail[lo:hi] = v, i, t
+            bar.update(task, advance=len(order[start:start + round_pairs]))
+    if tmp is None:
+        return False
+    for array in (values, indices, tail):
+        array.flush()
+    del values, indices, tail
+    meta = {"k": k, "temperature": temperature, "teacher": str(teacher_dir), "pairs": len(pairs),
+            "positions": total, "key": key, "tail": "aggregated 'other' bucket"}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / "meta.json").is_file():   # another process finishing the same cache first is fine
+            raise
+        return True
+    return False
+
+
+def _top_k_rows(teacher, pairs, chunk: list[int], offsets, k: int, temperature: float) -> list[tuple]:
+    """(pair, values, indices, tail) of every target position of the pairs in ``chunk``, as numpy."""
+    if not chunk:   # the last round can leave a rank without a batch
+        return []
+    batch = collate(pairs, chunk)
+    batch.pop("labels")
+    v, i, t = top_k_with_tail(teacher(**batch).logits, k, temperature)
+    rows = []
+    for row, p in enumerate(chunk):
+        n = int(offsets[p + 1] - offsets[p])
+        rows.append((p, v[row, :n].numpy(), i[row, :n].numpy(), t[row, :n].numpy()))
+    return rows
 
 
 def collapse_student(student_logits: torch.Tensor, indices: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ekd_edge.errors import BundleError
 from ekd_edge.export.manifest import verify_bundle
+from ekd_edge.export.portable import optimization_level
 from ekd_edge.translate import GenerateTranslator
 
 
@@ -31,6 +32,8 @@ class OnnxTranslator(GenerateTranslator):
         self.tokenizer = load_tokenizer(self.path)
 
         options = ort.SessionOptions()
+        # portable bundles must not be fused back into per-architecture kernels (export/portable.py)
+        options.graph_optimization_level = optimization_level(self.manifest.get("settings"))
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1

@@ -18,8 +18,13 @@ REQUIRED_OPERATORS_FILE = "required_operators.config"
 TARGET_PLATFORMS = ("arm", "amd64")
 
 
-def convert_to_ort(bundle_dir: str | Path, scratch: str | Path, target_platform: str = "arm") -> dict:
-    """Add ``<graph>.ort`` for every ``<graph>.onnx`` in ``bundle_dir`` and the required-operators config."""
+def convert_to_ort(bundle_dir: str | Path, scratch: str | Path, target_platform: str = "arm",
+                   portable: bool = False) -> dict:
+    """Add ``<graph>.ort`` for every ``<graph>.onnx`` in ``bundle_dir`` and the required-operators config.
+
+    ``portable`` graphs are converted with the "Runtime" style, which applies only basic
+    optimisations: "Fixed" would bake in the fused per-architecture kernels portable numerics avoid.
+    """
     import onnxruntime as ort
 
     if target_platform not in TARGET_PLATFORMS:
@@ -31,7 +36,7 @@ def convert_to_ort(bundle_dir: str | Path, scratch: str | Path, target_platform:
         os.link(graph, scratch / graph.name) if _same_device(graph, scratch) else _copy(graph, scratch / graph.name)
     # The converter is a script with its own argument parsing; a subprocess keeps its logging out of ours.
     command = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(scratch),
-               "--optimization_style", "Fixed", "--target_platform", target_platform]
+               "--optimization_style", "Runtime" if portable else "Fixed", "--target_platform", target_platform]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = " ".join((done.stderr or done.stdout).split())[-300:]
@@ -44,7 +49,7 @@ def convert_to_ort(bundle_dir: str | Path, scratch: str | Path, target_platform:
         operators = candidates[0]
     converted = []
     for graph in graphs:
-        ort_file = scratch / f"{graph.stem}.ort"
+        ort_file = scratch / f"{graph.stem}{'.with_runtime_opt' if portable else ''}.ort"
         if not ort_file.is_file():
             raise BundleError(f"{bundle_dir}: .ort conversion produced no {ort_file.name}")
         try:
@@ -52,12 +57,13 @@ def convert_to_ort(bundle_dir: str | Path, scratch: str | Path, target_platform:
         except Exception as exc:
             detail = " ".join(str(exc).split())[:300]
             raise BundleError(f"{ort_file.name}: onnxruntime cannot load the ORT-format graph ({detail})") from None
-        os.replace(ort_file, bundle_dir / ort_file.name)
-        converted.append(ort_file.name)
+        os.replace(ort_file, bundle_dir / f"{graph.stem}.ort")
+        converted.append(f"{graph.stem}.ort")
     os.replace(operators, bundle_dir / REQUIRED_OPERATORS_FILE)
     ops = [line for line in (bundle_dir / REQUIRED_OPERATORS_FILE).read_text().splitlines()
            if line.strip() and not line.startswith("#")]
-    return {"ort_files": converted, "required_operators": REQUIRED_OPERATORS_FILE, "operator_sets": ops,
+    return {"ort_files": converted, "optimization_style": "Runtime" if portable else "Fixed",
+            "required_operators": REQUIRED_OPERATORS_FILE, "operator_sets": ops,
             "target_platform": target_platform, "loaded": True}
 
 

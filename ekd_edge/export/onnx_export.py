@@ -27,6 +27,7 @@ from ekd_edge.export.manifest import (
     build_manifest,
     write_manifest,
 )
+from ekd_edge.export.portable import PORTABLE_LEVEL, make_portable, strip_shape_annotations
 from ekd_edge.export.parity import DEFAULT_THRESHOLD, parity_failure, token_agreement
 from ekd_edge.export.quality_gate import DEFAULT_MAX_DROP, enforce_quality, measure_quality
 
@@ -45,7 +46,7 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
                   per_channel: bool = True, keep_fp32: tuple[str, ...] | list[str] = (),
                   quality_data: tuple[list[str], list[str]] | None = None, max_bleu_drop: float = DEFAULT_MAX_DROP,
                   quality_reference: str | Path | None = None, mobile: str | None = None,
-                  progress=None) -> dict:
+                  portable: bool = False, progress=None) -> dict:
     """Export a Marian checkpoint to an ONNX bundle in ``out_dir``; returns the manifest.
 
     ``quantize="int8"`` applies dynamic int8 quantisation for ``quant_arch``. With ``parity_texts``
@@ -59,6 +60,8 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
     a drop above ``max_bleu_drop`` refuses the bundle unless ``force``; ``quality_reference`` (a
     checkpoint, default ``checkpoint_dir``) is what it is compared with, e.g. the unpruned model.
     ``mobile`` ("arm" or "amd64") adds .ort graphs and required_operators.config.
+    ``portable`` rewrites the graphs for identical results on x86 and ARM (ekd_edge/export/portable.py):
+    slower, and loaders run it at onnxruntime's "basic" optimisation level, recorded in the manifest.
     """
     from ekd_edge.models.checkpoint import check_checkpoint
 
@@ -90,21 +93,29 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
         if quantize:
             report(f"quantising to int8 ({quant_arch})")
             quantize_int8(stage, quant_arch, scratch=work / "quantized", per_channel=per_channel, keep_fp32=keep_fp32)
+        portable_info = None
+        if portable:
+            report("rewriting Softmax/LayerNormalization for portable numerics")
+            portable_info = make_graphs_portable(stage)
         mobile_info = None
         if mobile:
             from ekd_edge.export.mobile import convert_to_ort
 
             report(f"converting to ORT format ({mobile})")
-            mobile_info = convert_to_ort(stage, work / "ort", target_platform=mobile)
+            mobile_info = convert_to_ort(stage, work / "ort", target_platform=mobile, portable=portable)
 
         from ekd_edge.data.tokenizer import copy_tokenizer
 
         copy_tokenizer(checkpoint_dir, stage)
-        settings = {"quantize": quantize, "arch": quant_arch if quantize else None, "max_new_tokens": max_new_tokens}
+        settings = {"quantize": quantize, "arch": quant_arch if quantize else None, "max_new_tokens": max_new_tokens,
+                    "numerics": "portable" if portable else "fast",
+                    "graph_optimization_level": PORTABLE_LEVEL if portable else "all"}
         manifest = build_manifest(stage, variant=variant, checkpoint_dir=checkpoint_dir, settings=settings,
                                   parity={"status": "not run"})
         if quantize:
             manifest["quantization"] = {"per_channel": per_channel, "keep_fp32": list(keep_fp32)}
+        if portable_info:
+            manifest["portable"] = portable_info
         if mobile_info:
             manifest["mobile"] = mobile_info
         write_manifest(stage, manifest)
@@ -201,9 +212,18 @@ def quantize_int8(bundle_dir: str | Path, arch: str, scratch: str | Path, per_ch
             detail = " ".join(str(exc).split())[:300]
             raise BundleError(f"{bundle_dir / name}: int8 quantisation failed ({type(exc).__name__}: {detail})") from None
     for name in graphs:
+        strip_shape_annotations(scratch / name)
         os.replace(scratch / name, bundle_dir / name)
     if (scratch / "ort_config.json").is_file():
         os.replace(scratch / "ort_config.json", bundle_dir / "ort_config.json")
+
+
+def make_graphs_portable(bundle_dir: str | Path) -> dict:
+    """Apply the portable-numerics rewrite to every graph of a bundle; returns replaced-node counts per file."""
+    try:
+        return {p.name: make_portable(p) for p in sorted(Path(bundle_dir).glob("*.onnx"))}
+    except ValueError as exc:
+        raise BundleError(f"{bundle_dir}: portable numerics: {exc}") from None
 
 
 def _matching_nodes(graph_path: Path, patterns) -> list[str]:

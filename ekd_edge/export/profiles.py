@@ -30,6 +30,7 @@ class QuantizeSettings:
     arch: str = "avx512_vnni"          # avx2, avx512_vnni, arm64 (ONNX); ct2 picks its kernels at run time
     per_channel: bool = True           # per-channel weight scales (else one scale per tensor)
     keep_fp32: list = field(default_factory=list)  # ONNX node-name substrings left unquantised
+    portable: bool = False             # same tokens on x86 and ARM, at a speed cost (export/portable.py)
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Profile:
             raise ProfileError(f"{where}: gate.split must be valid or test")
         if self.mobile.target_platform not in ("", "arm", "amd64"):
             raise ProfileError(f"{where}: mobile.target_platform must be arm or amd64")
+        if self.quantize.portable and self.format != "onnx":
+            raise ProfileError(f"{where}: quantize.portable applies to format onnx only")
         if self.mobile.target_platform and self.format != "onnx":
             raise ProfileError(f"{where}: the mobile .ort conversion applies to format onnx only")
         if self.prune is not None:
@@ -179,7 +182,7 @@ def run_export(checkpoint_dir: str | Path, out_dir: str | Path, profile: Profile
                 parity_texts=parity_texts, parity_threshold=profile.gate.parity_threshold,
                 quality_data=quality_data, max_bleu_drop=profile.gate.max_bleu_drop,
                 quality_reference=checkpoint_dir, mobile=profile.mobile.target_platform or None,
-                force=force, progress=report)
+                portable=profile.quantize.portable, force=force, progress=report)
         elif profile.format == "ct2":
             from ekd_edge.export.ct2 import export_ct2_bundle
 
@@ -223,6 +226,8 @@ def profile_from_args(args) -> Profile:
         profile.quantize.per_channel = args.per_channel
     if args.keep_fp32:
         profile.quantize.keep_fp32 = list(args.keep_fp32)
+    if getattr(args, "portable_numerics", None) is not None:
+        profile.quantize.portable = args.portable_numerics
     if args.mobile:
         profile.mobile.target_platform = args.mobile
     if args.prune and profile.prune is None:
