@@ -26,8 +26,11 @@ class GenerateTranslator:
                              max_length=self.model.config.max_position_embeddings)
         # Positions past max_position_embeddings do not exist: cap instead of crashing mid-batch.
         max_new_tokens = min(max_new_tokens, self.model.config.max_position_embeddings - 1)
+        # early stopping (end once num_beams hypotheses are finished) is the rule the one-file
+        # model's BeamSearch op applies too, so beam outputs are comparable across engines
         with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                                      early_stopping=num_beams > 1)
         return [_strip(row.tolist(), self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) for row in out]
 
     def translate(self, texts: list[str], batch_size: int = 32, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
