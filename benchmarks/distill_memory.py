@@ -32,11 +32,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "distill-memory"
 
 
 def git_revision() -> str:
-    """The commit measured, marked "+dirty" when tracked files differ from it."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return head + ("+dirty" if dirty else "") if head else "unknown"
+    from ekd_edge.bench.signature import git_revision as revision
+
+    return revision(ROOT)
 
 
 def uptime() -> dict:

@@ -1,4 +1,4 @@
-"""The end-to-end job: distill → export every student stage (fp32, int8) → benchmark everything.
+"""The end-to-end job: distill → export every student stage (fp32, int8; the last also for arm64) → benchmark.
 
 This is what `ekd-edge demo` runs; each step is a plain call into its sub-package, and each one
 skips work that is already on disk (finished models, verified bundles), so a re-run resumes.
@@ -69,6 +69,34 @@ def export_students(run_dir: Path, parity_texts: list[str]) -> list[tuple[str, s
     return exported
 
 
+def export_for_arm(run_dir: Path, corpus_name: str) -> Path | None:
+    """The final student through the arm64 profile (int8, portable numerics): the bundle to ship to
+    ARM, whose tokens match x86's (benchmarks/arm_agreement.py). Kept if already valid; None when
+    the profile's quality gate refuses it (logged)."""
+    from ekd_edge.distill.ladder import model_dirs
+    from ekd_edge.errors import BundleError
+    from ekd_edge.export.manifest import verify_bundle
+    from ekd_edge.export.profiles import load_profile, run_export
+
+    name, _, _, path = [entry for entry in model_dirs(run_dir) if entry[1] == "student"][-1]
+    out = run_dir / "exports" / f"{name}-int8-arm64"
+    try:
+        verify_bundle(out)
+        console.log(f"{out.relative_to(run_dir)}: already exported and verified")
+    except BundleError:
+        profile = load_profile("arm64")
+        profile.corpus = corpus_name   # the gates use the run's own validation data
+        try:
+            with console.status(f"exporting {name} for arm64 (portable int8)") as status:
+                manifest = run_export(path, out, profile, progress=lambda text: status.update(f"{name} arm64: {text}"))
+        except BundleError as err:  # a refused gate is a result, not a reason to stop the demo
+            console.log(f"[yellow]arm64 bundle not written:[/] {err}")
+            return None
+        console.log(f"{out.relative_to(run_dir)}: {manifest['total_size'] / 1e6:.2f} MB, "
+                    f"quality gate {manifest.get('quality_gate', {}).get('status')}")
+    return out
+
+
 def run_demo(recipe_name: str, run_dir: str | Path, latency_sentences: int = 100,
              test_sentences: int | None = None) -> dict:
     from ekd_edge.data.corpus import load_corpus
@@ -83,8 +111,9 @@ def run_demo(recipe_name: str, run_dir: str | Path, latency_sentences: int = 100
 
     corpus = load_corpus(recipe.data.corpus, recipe.data.src_lang or None, recipe.data.tgt_lang or None)
     test = corpus.split("test").head(test_sentences)
-    console.rule("[bold]2/3 export[/] · every student stage, fp32 and int8")
+    console.rule("[bold]2/3 export[/] · every student stage, fp32 and int8; the final one for arm64")
     bundles = export_students(run_dir, test.src[:DEMO_PARITY_SENTENCES])
+    export_for_arm(run_dir, recipe.data.corpus)
 
     console.rule("[bold]3/3 benchmark[/] · test split")
     models = [(name, role, stage, path, "pytorch") for name, role, stage, path in model_dirs(run_dir)]

@@ -20,6 +20,17 @@ TINY_VOCAB = 400
 TINY_PAIRS = 2000
 
 
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module's tests (modules opt in with pytestmark)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def lo_train():
     return load_corpus("lo-help-en-de").split("train").head(TINY_PAIRS)

@@ -100,6 +100,8 @@ def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
         assert r["n_sentences"] == 20 and r["peak_rss_mb"] > 0 and r["size_mb"] > 0
     fp32 = json.loads((run_dir / "exports" / "stage-2-fp32" / "manifest.json").read_text())
     assert fp32["parity"]["status"] == "passed" and fp32["parity"]["n"] == 20
+    arm = json.loads((run_dir / "exports" / "stage-2-int8-arm64" / "manifest.json").read_text())
+    assert arm["settings"]["numerics"] == "portable" and arm["profile"]["name"] == "arm64"
     assert {"report.json", "report.md", "report.png"} <= {p.name for p in (run_dir / "report").iterdir()}
     # a second run resumes: nothing is retrained or re-exported
     stamps = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.safetensors")}

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from ekd_edge.errors import BundleError
 from ekd_edge.export.onnx_export import export_bundle
@@ -18,12 +17,8 @@ REPO_PROFILES = Path(__file__).resolve().parent.parent / "export"
 SHIPPED = sorted({"cpu-x86", "arm64", "android", "ct2-int8"} | {p.stem for p in REPO_PROFILES.glob("*.toml")})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models gain nothing from threads, and on a busy 2-core machine two threads can be 50x slower
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

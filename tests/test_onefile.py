@@ -22,14 +22,8 @@ from ekd_edge.translate import TorchTranslator
 SENTENCES = 30
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models gain nothing from threads, and on a busy 2-core machine two threads can be 50x slower
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

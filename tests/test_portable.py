@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ekd_edge.export.onnx_export import export_bundle, make_graphs_portable
 from ekd_edge.export.portable import make_portable, optimization_level
@@ -21,12 +20,8 @@ from ekd_edge.export.profiles import ProfileError, load_profile, parse_profile
 GRAPHS = ("encoder_model.onnx", "decoder_model_merged.onnx")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models gain nothing from threads, and on a busy 2-core machine two threads can be 50x slower
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

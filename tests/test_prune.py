@@ -12,12 +12,8 @@ from ekd_edge.export.prune import PruneSettings, importance_scores, prune_checkp
 DEEP_DECODER = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 3, "attention_heads": 2, "ffn_dim": 64}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models gain nothing from threads, and on a busy 2-core machine two threads can be 50x slower
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

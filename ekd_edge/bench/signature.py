@@ -22,6 +22,19 @@ _PACKAGES = {
 }
 
 
+def git_revision(root: str | os.PathLike) -> str:
+    """The commit measured, marked "+dirty" when tracked files differ from it ("unknown" outside git)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head + ("+dirty" if dirty else "") if head else "unknown"
+
+
 def cpu_model() -> str:
     """The CPU's name as the kernel reports it; ARM boards use other keys than x86."""
     try:
