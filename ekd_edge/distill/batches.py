@@ -29,6 +29,7 @@ import torch
 from ekd_edge.data.tokenizer import PAD_ID, TOKENIZER_FILES
 from ekd_edge.distill.losses import IGNORE
 from ekd_edge.errors import EkdError
+from ekd_edge.hashing import file_sha256
 
 
 @dataclass
@@ -150,7 +151,7 @@ class MappedPairs:
         except (OSError, ValueError) as err:   # a truncated .npy fails its header or mmap size check
             raise bad(f"{type(err).__name__}: {err}") from None
         for name in ("tokens.npy", "offsets.npy"):   # catches flipped bytes that keep the size
-            if _file_sha256(directory / name) != meta.get("sha256", {}).get(name):
+            if file_sha256(directory / name) != meta.get("sha256", {}).get(name):
                 raise bad(f"{name} does not match its checksum")
         n = int(meta.get("pairs", -1))
         if (tokens.dtype != np.int32 or offsets.dtype != np.int64 or offsets.shape != (2 * n + 1,)
@@ -256,7 +257,7 @@ def _write_tokens(tmp: Path, tokenizer, src, tgt, max_length, truncate_to, chunk
         os.fsync(out.fileno())
     return {"pairs": len(sides) // 2, "tokens": total, "dropped_long": dropped, "max_length": max_length,
             "truncate_to": truncate_to, "fingerprint": digest.hexdigest(),
-            "sha256": {name: _file_sha256(tmp / name) for name in ("tokens.npy", "offsets.npy")}}
+            "sha256": {name: file_sha256(tmp / name) for name in ("tokens.npy", "offsets.npy")}}
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -264,14 +265,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
-
-
-def _file_sha256(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while data := fh.read(block):
-            digest.update(data)
-    return digest.hexdigest()
 
 
 def epoch_batches(pairs: TokenizedPairs, batch_tokens: int, seed: int, epoch: int, pool_batches: int = 64) -> list[list[int]]:

@@ -29,7 +29,7 @@ import torch
 from ekd_edge.console import progress_bar
 from ekd_edge.distill import distributed
 from ekd_edge.distill.batches import TokenizedPairs, tokenize_pairs, tokenize_to_disk
-from ekd_edge.distill.teacher_cache import file_sha256
+from ekd_edge.hashing import file_sha256
 
 MIXES = ("distilled", "both")
 

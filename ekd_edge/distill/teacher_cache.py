@@ -42,18 +42,11 @@ import torch.nn.functional as F
 from ekd_edge.console import progress_bar
 from ekd_edge.distill import distributed
 from ekd_edge.distill.batches import TokenizedPairs, collate, fingerprint_pairs
+from ekd_edge.hashing import file_sha256
 from ekd_edge.distill.losses import IGNORE, forward_kl, jsd, reverse_kl
 
 TAIL_FLOOR = -80.0   # log of an (almost) empty tail: finite, so 0·(log 0 − log 0) never becomes NaN
 CACHED_LOSSES = ("forward_kl", "reverse_kl", "jsd")   # logit MSE needs every raw logit: not cacheable
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pairs_fingerprint(pairs: TokenizedPairs) -> str:

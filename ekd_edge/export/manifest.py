@@ -7,12 +7,12 @@ is refused with a one-line BundleError.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from ekd_edge.hashing import file_sha256  # noqa: F401 (part of this module's interface)
 from ekd_edge.errors import BundleError
 
 MANIFEST_NAME = "manifest.json"
@@ -35,14 +35,6 @@ REQUIRED_BY_BACKEND = {
 }
 
 _VERSIONED_PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict:
