@@ -4,14 +4,16 @@
     python benchmarks/arm_agreement.py --build-root          # build the cached aarch64 root first
     python benchmarks/arm_agreement.py --bundle DIR …        # other bundles (the first is the headline)
 
-By default three bundles of the demo's final student are compared, in this order: int8 exported
-with the arm64 profile (portable numerics: the bundle to ship to ARM; exported here if missing),
-the demo's x86 int8 bundle (fast numerics), and the fp32 bundle as a control. Both sides run the
-same greedy loop (ekd_edge/bench/ort_greedy.py: plain onnxruntime sessions, at the optimisation
-level each bundle's manifest asks for) on the same token ids, tokenised once on the host. Writes
-benchmarks/results/arm/result.json and result.md. Latency under qemu is reported separately and
-labelled as emulated: it is not the speed of any ARM device. Exit status 1 when the first
-bundle agrees on fewer than 99 % of sentences.
+By default these bundles of the demo's final student are compared, in this order: int8
+exported with the arm64 profile (portable numerics: the bundle to ship to ARM; exported here if
+missing), the demo's x86 int8 bundle (fast numerics), the fp32 bundle as a control, and, where
+they exist, the Android app's one-file model (int8, portable) and the fast one-file int8 model.
+The optimum-layout bundles run one greedy loop with plain onnxruntime sessions
+(ekd_edge/bench/ort_greedy.py) on token ids tokenised once on the host; one-file models run
+ekd_edge/bench/ort_onefile.py on the texts. Each session uses the optimisation level its
+bundle's manifest asks for. Writes benchmarks/results/arm/result.json and result.md. Latency
+under qemu is reported separately and labelled as emulated: it is not the speed of any ARM
+device. Exit status 1 when the first bundle agrees on fewer than 99 % of sentences.
 """
 
 from __future__ import annotations
@@ -45,24 +47,34 @@ def default_bundles(run_dir: Path) -> list[Path]:
 
         with console.status(f"exporting {portable.name} with the arm64 profile"):
             run_export(run_dir / "students" / "stage-2", portable, load_profile("arm64"))
-    return [portable, exports / "stage-2-int8", exports / "stage-2-fp32"]
+    bundles = [portable, exports / "stage-2-int8", exports / "stage-2-fp32"]
+    # the one-file models: the Android app's (portable) and the fast int8 one, where they exist
+    app = REPO / "android_demo/app/src/main/assets/model"
+    onefile = exports / "stage-2-onefile-int8"
+    return bundles + [b for b in (app, onefile) if (b / "manifest.json").is_file()]
 
 
-def measure(root: ArmRoot, bundle: Path, id_lists: list[list[int]]) -> dict:
+def measure(root: ArmRoot, bundle: Path, texts: list[str]) -> dict:
     """Both sides on one bundle: token agreement and per-sentence latency."""
-    with console.status(f"{bundle.name}: x86, {len(id_lists)} sentences"):
-        start = time.perf_counter()
-        native = greedy_ids(None, bundle, id_lists)
-        native_wall = time.perf_counter() - start
-    with console.status(f"{bundle.name}: aarch64 under qemu, {len(id_lists)} sentences"):
-        start = time.perf_counter()
-        emulated = greedy_ids(root, bundle, id_lists)
-        emulated_wall = time.perf_counter() - start
     manifest = json.loads((bundle / "manifest.json").read_text())
     settings = manifest.get("settings", {})
+    if manifest.get("backend") == "onefile":
+        inputs = texts   # the model tokenises them itself
+    else:   # tokenised once on the host, so both sides see the same ids
+        tokenizer = load_tokenizer(bundle)
+        inputs = [tokenizer(s, truncation=True, max_length=256)["input_ids"] for s in texts]
+    with console.status(f"{bundle.name}: x86, {len(texts)} sentences"):
+        start = time.perf_counter()
+        native = greedy_ids(None, bundle, inputs)
+        native_wall = time.perf_counter() - start
+    with console.status(f"{bundle.name}: aarch64 under qemu, {len(texts)} sentences"):
+        start = time.perf_counter()
+        emulated = greedy_ids(root, bundle, inputs)
+        emulated_wall = time.perf_counter() - start
     return {
         "bundle": str(bundle.relative_to(REPO) if bundle.is_relative_to(REPO) else bundle),
         "variant": manifest.get("variant"), "arch": settings.get("arch"),
+        "runner": "ort_onefile.py" if manifest.get("backend") == "onefile" else "ort_greedy.py",
         "numerics": settings.get("numerics", "fast"),
         "graph_optimization_level": native["graph_optimization_level"],
         "size_bytes": manifest.get("total_size"),
@@ -92,17 +104,18 @@ def main() -> int:
     bundles = args.bundle or default_bundles(args.run_dir)
     test = load_corpus(args.corpus).split("test")
     src = test.src[: args.max_sentences or None]
-    tokenizer = load_tokenizer(bundles[0])
-    id_lists = [tokenizer(s, truncation=True, max_length=256)["input_ids"] for s in src]
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    runs = [measure(root, bundle, id_lists) for bundle in bundles]
+    if root.is_ready():
+        root.build(say=console.print)   # kept as is; a root built before the one-file runner gets its wheels
+    runs = [measure(root, bundle, src) for bundle in bundles]
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     command = "python benchmarks/arm_agreement.py" + "".join(f" --bundle {r['bundle']}" for r in runs if args.bundle) \
         + (f" --max-sentences {args.max_sentences}" if args.max_sentences else "")
     result = {
         "command": command,
         "data": f"{args.corpus}:test ({len(src)} sentences, fingerprint {test.fingerprint()})",
-        "decoding": "greedy, batch 1, max_new_tokens 128, plain onnxruntime sessions (ort_greedy.py), 1 thread",
+        "decoding": "greedy, batch 1, max_new_tokens 128, 1 thread, plain onnxruntime sessions: ort_greedy.py "
+                    "(optimum layout, ids tokenised on the host) or ort_onefile.py (one-file models, text in)",
         "emulated_cpu": root.cpu,
         "aarch64_root": "Debian bookworm arm64 (debootstrap)",
         "qemu": subprocess.run([root.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
@@ -121,7 +134,7 @@ def main() -> int:
     ]
     for r in runs:
         agree, x, a = r["agreement"], r["x86"]["latency_ms"], r["aarch64"]["latency_ms_emulated"]
-        md.append(f"| `{Path(r['bundle']).name}` | {r['variant']} ({r['arch'] or '-'}) | {r['numerics']} "
+        md.append(f"| `{r['bundle']}` | {r['variant']} ({r['arch'] or '-'}) | {r['numerics']} "
                   f"({r['graph_optimization_level'].rsplit('.', 1)[-1]}) | {r['size_bytes'] / 1e6:.2f} "
                   f"| **{agree['identical']}/{agree['n']} ({100 * agree['rate']:.2f} %)** "
                   f"| {x['p50_ms']:.1f} / {x['p90_ms']:.1f} | {a['p50_ms']:.1f} / {a['p90_ms']:.1f} |")

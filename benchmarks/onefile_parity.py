@@ -147,7 +147,8 @@ def latency(args) -> int:
     for variant in ("fp32", "int8"):
         model = EXPORTS / f"stage-2-onefile-{variant}" / "model.onnx"
         started = time.perf_counter()
-        session = onefile_session(model, threads=1)
+        settings = json.loads((model.parent / "manifest.json").read_text())["settings"]
+        session = onefile_session(model, threads=1, settings=settings)
         load_ms = (time.perf_counter() - started) * 1000
         for beams in args.beams:
             for text in texts[:5]:

@@ -42,7 +42,13 @@ def bundle_dir(contract):
 @pytest.fixture(scope="module")
 def session(contract, bundle_dir):
     assert contract["model"]["custom_ops"] == "onnxruntime-extensions"
-    return onefile_session(bundle_dir / contract["model"]["file"], threads=1)
+    return onefile_session(bundle_dir / contract["model"]["file"], threads=1, settings=contract.get("session"))
+
+
+def test_contract_session_level_is_the_bundles(contract, bundle_dir):
+    """The app sets the optimisation level from the contract; it must be the one the bundle was made for."""
+    settings = verify_onefile(bundle_dir)["settings"]
+    assert contract.get("session", {}).get("graph_optimization_level", "all") == settings["graph_optimization_level"]
 
 
 def test_manifest_checksums_match_the_shipped_files(contract, bundle_dir):

@@ -152,3 +152,16 @@ def test_translate_and_bench_load_the_shipped_one_file_bundle(tmp_path):
     row = benchmark_model(bundle, ["Open the file.", "Close"], ["Öffnen Sie die Datei.", "Schließen"], name="onefile",
                           role="student", latency_sentences=2, warmup=1, max_new_tokens=32, measure_memory=False)
     assert row["engine"] == "onnxruntime-onefile" and row["latency_p50_ms"] > 0 and row["size_mb"] > 1
+
+
+def test_standalone_onefile_runner_matches_the_translator(onefile_fp32, texts):
+    """ort_onefile.py (what runs under qemu or on a device, text in) decodes what OneFileTranslator decodes."""
+    from ekd_edge.bench.arm import greedy_ids
+
+    translator = OneFileTranslator(onefile_fp32[0])
+    expected = [translator.generate_ids([t], max_new_tokens=24)[0] for t in texts]
+    result = greedy_ids(None, onefile_fp32[0], list(texts), threads=1, max_new_tokens=24)
+    assert result["ids"] == expected
+    assert result["translations"] == translator.translate(list(texts), batch_size=1, max_new_tokens=24)
+    assert len(result["seconds"]) == len(texts) and result["graph_optimization_level"].endswith("ENABLE_ALL")
+    assert len({tuple(e) for e in expected}) > 1  # the outputs depend on the input

@@ -139,7 +139,7 @@ def test_profiles_carry_the_portable_switch(tmp_path):
     assert load_profile("arm64").quantize.portable is True
     assert load_profile("android").quantize.portable is True
     assert load_profile("cpu-x86").quantize.portable is False
-    with pytest.raises(ProfileError, match="quantize.portable applies to format onnx only"):
+    with pytest.raises(ProfileError, match="quantize.portable applies to the ONNX formats"):
         parse_profile({"format": "ct2", "quantize": {"mode": "int8", "portable": True}}, "p.toml")
     with pytest.raises(ProfileError, match=r"portable: expected bool"):
         parse_profile({"quantize": {"portable": "yes"}}, "p.toml")

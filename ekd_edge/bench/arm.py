@@ -38,7 +38,7 @@ DEFAULT_ROOT = Path.home() / ".cache" / "ekd-edge" / "arm64-root"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 ROOT_PYTHON = "3.11"  # bookworm's python3
-WHEELS = ("onnxruntime==1.32.0", "numpy")
+WHEELS = ("onnxruntime==1.32.0", "numpy", "onnxruntime-extensions==0.15.2")  # extensions: the one-file model
 SITE_PACKAGES = "/opt/ekd-edge/site-packages"
 INSTALL_HINT = ("qemu-aarch64-static not found: install it with `apt-get install qemu-user-static debootstrap` "
                 "(Debian/Ubuntu), or give its path with --qemu")
@@ -122,8 +122,12 @@ class ArmRoot:
 
     # --- building ---------------------------------------------------------------------------------
     def build(self, pip: str | None = None, say=print) -> Path:
-        """Build the root once (several minutes, some 100 MB of downloads); a ready root is kept."""
+        """Build the root once (several minutes, some 100 MB of downloads); a ready root is kept
+        (and given the wheels it lacks, e.g. onnxruntime-extensions in a root built before it was needed)."""
         if self.is_ready():
+            if not (self.path / SITE_PACKAGES.lstrip("/") / "onnxruntime_extensions").is_dir():
+                say("adding the aarch64 wheels the root lacks")
+                self._install_wheels(self.path, pip)
             return self.path
         self.qemu = find_qemu(self.qemu)
         if not shutil.which("debootstrap"):
@@ -141,20 +145,23 @@ class ArmRoot:
         (partial / "proc").mkdir(exist_ok=True)
         (partial / "proc" / "cpuinfo").write_text(FAKE_CPUINFO)
         say("downloading aarch64 wheels")
-        with tempfile.TemporaryDirectory() as tmp:
-            _run(self.wheel_download_command(Path(tmp), pip or f"{sys.executable} -m pip"))
-            site = partial / SITE_PACKAGES.lstrip("/")
-            site.mkdir(parents=True, exist_ok=True)
-            # a wheel is a zip of its installed files: unpacking it is installing it (no scripts needed)
-            for wheel in sorted(Path(tmp).glob("*.whl")):
-                with zipfile.ZipFile(wheel) as zf:
-                    zf.extractall(site)
+        self._install_wheels(partial, pip)
         os.replace(partial, self.path)
         check = subprocess.run(self.run_command(["-c", "import onnxruntime, numpy; print(onnxruntime.__version__)"]),
                                env=self.run_env(), capture_output=True, text=True)
         if check.returncode != 0:
             raise ArmError(f"{self.path}: onnxruntime does not import under qemu: {check.stderr.strip()[-300:]}")
         return self.path
+
+    def _install_wheels(self, root: Path, pip: str | None) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            _run(self.wheel_download_command(Path(tmp), pip or f"{sys.executable} -m pip"))
+            site = root / SITE_PACKAGES.lstrip("/")
+            site.mkdir(parents=True, exist_ok=True)
+            # a wheel is a zip of its installed files: unpacking it is installing it (no scripts needed)
+            for wheel in sorted(Path(tmp).glob("*.whl")):
+                with zipfile.ZipFile(wheel) as zf:
+                    zf.extractall(site)
 
     def run_python(self, args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
         if not self.is_ready():
@@ -186,14 +193,19 @@ def _unpack_base(root: Path) -> None:
             tar.wait()
 
 
-def greedy_ids(root: ArmRoot | None, bundle: Path, id_lists: list[list[int]], threads: int = 1,
+def greedy_ids(root: ArmRoot | None, bundle: Path, inputs: list, threads: int = 1,
                max_new_tokens: int = 128, timeout: float | None = None) -> dict:
-    """Run ``ort_greedy.py`` on ``id_lists``: under qemu in ``root``, or natively when ``root`` is None."""
-    script = Path(__file__).with_name("ort_greedy.py")
+    """Greedy decoding of ``inputs`` under qemu in ``root``, or natively when ``root`` is None.
+
+    An optimum-layout bundle runs ``ort_greedy.py`` on token id lists; a one-file bundle
+    (manifest backend "onefile") runs ``ort_onefile.py`` on the texts themselves.
+    """
+    onefile = json.loads((Path(bundle) / "manifest.json").read_text()).get("backend") == "onefile"
+    script = Path(__file__).with_name("ort_onefile.py" if onefile else "ort_greedy.py")
     with tempfile.TemporaryDirectory() as tmp:
-        ids_path, out_path = Path(tmp) / "ids.json", Path(tmp) / "out.json"
-        ids_path.write_text(json.dumps(id_lists))
-        args = [str(script), str(Path(bundle).resolve()), str(ids_path), str(out_path), str(threads),
+        in_path, out_path = Path(tmp) / "inputs.json", Path(tmp) / "out.json"
+        in_path.write_text(json.dumps(inputs, ensure_ascii=False))
+        args = [str(script), str(Path(bundle).resolve()), str(in_path), str(out_path), str(threads),
                 str(max_new_tokens)]
         if root is None:
             subprocess.run([sys.executable, *args], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},

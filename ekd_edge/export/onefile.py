@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ekd_edge.errors import BundleError, CheckpointError
+from ekd_edge.export.portable import PORTABLE_LEVEL
 from ekd_edge.export.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -61,13 +62,17 @@ _OPSET = 18
 _INT64_MAX = 2**63 - 1
 
 
-def onefile_session(model_path: str | Path, threads: int | None = None):
-    """An onnxruntime session for a one-file model, with the tokenizer ops registered."""
+def onefile_session(model_path: str | Path, threads: int | None = None, settings: dict | None = None):
+    """An onnxruntime session for a one-file model, with the tokenizer ops registered and the
+    optimisation level its manifest ``settings`` ask for (portable numerics: "basic")."""
     import onnxruntime as ort
     from onnxruntime_extensions import get_library_path
 
+    from ekd_edge.export.portable import optimization_level
+
     options = ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
+    options.graph_optimization_level = optimization_level(settings)
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -101,7 +106,7 @@ class OneFileTranslator:
     def __init__(self, bundle_dir: str | Path, threads: int | None = None):
         self.path = Path(bundle_dir)
         self.manifest = verify_onefile(self.path)
-        self.session = onefile_session(self.path / MODEL_FILE, threads=threads)
+        self.session = onefile_session(self.path / MODEL_FILE, threads=threads, settings=self.manifest["settings"])
         self.pad_id = self.manifest["settings"]["pad_token_id"]
         self.eos_id = self.manifest["settings"]["eos_token_id"]
 
@@ -127,13 +132,15 @@ class OneFileTranslator:
 def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: str | None = None,
                    quant_arch: str = "avx512_vnni", parity_texts: list[str] | None = None,
                    parity_threshold: float = DEFAULT_THRESHOLD, max_new_tokens: int = 128, num_beams: int = 1,
-                   force: bool = False, progress=None) -> dict:
+                   portable: bool = False, force: bool = False, progress=None) -> dict:
     """Export a Marian checkpoint to ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest.
 
     ``max_new_tokens`` and ``num_beams`` are the defaults recorded for apps (the graph takes both
     as inputs) and the settings of the parity check: with ``parity_texts`` the model's token ids
     are compared with PyTorch ``generate``; an fp32 export below ``parity_threshold`` is refused
-    unless ``force``, an int8 export's agreement is recorded.
+    unless ``force``, an int8 export's agreement is recorded. ``portable`` rewrites the encoder and
+    decoder graphs for identical tokens on x86 and ARM (export/portable.py); sessions then run at
+    onnxruntime's "basic" optimisation level, as the manifest records.
     """
     from ekd_edge.export.onnx_export import (
         QUANT_ARCHS,
@@ -172,6 +179,12 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
 
             report(f"quantising to int8 ({quant_arch})")
             quantize_int8(graphs, quant_arch, scratch=work / "quantized")
+        portable_info = None
+        if portable:
+            from ekd_edge.export.onnx_export import make_graphs_portable
+
+            report("rewriting Softmax/LayerNormalization for portable numerics")
+            portable_info = make_graphs_portable(graphs)
 
         report("building the one-file graph")
         model = build_onefile_model(graphs / "encoder_model.onnx", graphs / "decoder_model.onnx",
@@ -181,8 +194,12 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
         stage.mkdir()
         _save_model(model, stage / MODEL_FILE)
         settings = {"layout": LAYOUT, "quantize": quantize, "arch": quant_arch if quantize else None,
-                    "max_new_tokens": max_new_tokens, "num_beams": num_beams, **generation}
+                    "max_new_tokens": max_new_tokens, "num_beams": num_beams, **generation,
+                    "numerics": "portable" if portable else "fast",
+                    "graph_optimization_level": PORTABLE_LEVEL if portable else "all"}
         manifest = _onefile_manifest(stage, variant, checkpoint_dir, settings)
+        if portable_info:
+            manifest["portable"] = portable_info
         write_manifest(stage, manifest)
 
         report("loading the one-file model with onnxruntime")

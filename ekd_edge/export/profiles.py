@@ -75,8 +75,8 @@ class Profile:
             raise ProfileError(f"{where}: gate.split must be valid or test")
         if self.mobile.target_platform not in ("", "arm", "amd64"):
             raise ProfileError(f"{where}: mobile.target_platform must be arm or amd64")
-        if self.quantize.portable and self.format != "onnx":
-            raise ProfileError(f"{where}: quantize.portable applies to format onnx only")
+        if self.quantize.portable and self.format == "ct2":
+            raise ProfileError(f"{where}: quantize.portable applies to the ONNX formats (onnx, onefile) only")
         if self.mobile.target_platform and self.format != "onnx":
             raise ProfileError(f"{where}: the mobile .ort conversion applies to format onnx only")
         if self.prune is not None:
@@ -194,7 +194,8 @@ def run_export(checkpoint_dir: str | Path, out_dir: str | Path, profile: Profile
 
             manifest = export_onefile(source, out_dir, quantize="int8" if quantized else None,
                                       quant_arch=profile.quantize.arch, parity_texts=parity_texts,
-                                      parity_threshold=profile.gate.parity_threshold, force=force, progress=report)
+                                      parity_threshold=profile.gate.parity_threshold,
+                                      portable=profile.quantize.portable, force=force, progress=report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _record_profile(out_dir, manifest, profile, pruning)

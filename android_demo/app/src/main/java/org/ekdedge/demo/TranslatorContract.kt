@@ -17,6 +17,8 @@ data class TranslatorContract(
     val inputs: List<TensorSpec>,
     val outputs: List<TensorSpec>,
     val options: Map<String, Int>,
+    /** onnxruntime graph optimisation level the model asks for: "basic" for portable numerics. */
+    val graphOptimizationLevel: String,
 ) {
     /** The single string input (the texts to translate). */
     val textInput: TensorSpec get() = inputs.single { it.dtype == "string" }
@@ -38,6 +40,8 @@ data class TranslatorContract(
                 inputs = specs(root.getJSONArray("inputs")),
                 outputs = specs(root.getJSONArray("outputs")),
                 options = options.keys().asSequence().associateWith { options.getInt(it) },
+                graphOptimizationLevel = root.optJSONObject("session")?.optString("graph_optimization_level", "all")
+                    ?: "all",
             )
         }
 
