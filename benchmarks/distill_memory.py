@@ -157,6 +157,7 @@ def main() -> int:
     shown = run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
     command = [sys.executable, "-m", "ekd_edge", "distill", args.recipe, "--run-dir", str(run_dir)]
     load_before = uptime()
+    revision = git_revision()   # the code that runs, before anything can change the tree
     status, peak_kib, wall, samples = run_measured(command, args.interval)
     load_after = uptime()
     if status != 0:
@@ -176,7 +177,7 @@ def main() -> int:
         "sample_interval_s": args.interval,
         "rss_series_mib": series,
         "corpus": corpus,
-        "git_commit": git_revision(),
+        "git_commit": revision,
         "load_before": load_before,
         "load_after": load_after,
         "environment": environment_signature(corpus.get("threads")),

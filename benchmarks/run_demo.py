@@ -47,6 +47,7 @@ def main() -> int:
     if args.run_dir.exists() and not args.keep:
         shutil.rmtree(args.run_dir)
     load_before = os.getloadavg()
+    revision = git_revision()   # the code that runs, before anything can change the tree
     distill = [sys.executable, "-m", "ekd_edge", "distill", "demo", "--run-dir", str(args.run_dir)]
     demo = [sys.executable, "-m", "ekd_edge", "demo", "--run-dir", str(args.run_dir)]
     start = time.perf_counter()
@@ -72,7 +73,7 @@ def main() -> int:
     run_dir = args.run_dir.relative_to(ROOT) if args.run_dir.is_relative_to(ROOT) else args.run_dir
     info = {
         "commands": [f"ekd-edge distill demo --run-dir {run_dir}", f"ekd-edge demo --run-dir {run_dir}"],
-        "git_commit": git_revision(),
+        "git_commit": revision,
         "wall_s": round(wall, 1),
         "distill_wall_s": round(distill_wall, 1),
         "distill_peak_rss_mib": round(distill_rss_kib / 1024, 1),

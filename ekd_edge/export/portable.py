@@ -10,9 +10,9 @@ aarch64 then agree on only ~96.5 % of sentences, against 100 % for the same mode
 (benchmarks/results/arm/).
 
 The rewrite below removes those sources: Softmax and LayerNormalization become elementwise
-operators (correctly rounded on every IEEE machine, Exp included in onnxruntime's build) and
-reductions done in float64, whose different summation orders almost never change the float32
-result after rounding back. Sessions must then run at the "basic" optimisation level, which
+operators (add, sub, mul, div and sqrt are correctly rounded on every IEEE machine; onnxruntime's
+Exp gave identical bits on both architectures in our traces) and reductions done in float64,
+whose different summation orders almost never change the float32 result after rounding back. Sessions must then run at the "basic" optimisation level, which
 folds constants but fuses nothing back into per-architecture kernels. The cost is speed (measured
 in benchmarks/results/arm/); the bundle records the level in its manifest and every loader in
 this package applies it.
