@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench-demo clean
+.PHONY: install demo test test-fast test-runtimes bench-demo clean
 
 install: $(STAMP)
 
@@ -24,7 +24,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/ekd-edge demo --run-dir $(RUN)
 
-test: install
+# The Android app's onnxruntime + onnxruntime-extensions (an x86 virtual environment and an arm64
+# Debian root run by qemu; apt-get installs qemu-user-static and debootstrap where missing), for
+# the tests that run the app's model with them. Built once, cached under ~/.cache/ekd-edge; with
+# CI set a failure stops here, elsewhere those tests are skipped.
+test-runtimes: install
+	$(PY) -m ekd_edge.bench.arm ensure
+
+test: install test-runtimes
 	$(PY) -m pytest -q
 
 test-fast: install

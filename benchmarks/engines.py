@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ekd_edge.bench.engines import EngineSpec, compare_engines, pair_ratios  # noqa: E402
-from ekd_edge.bench.report import atomic_write  # noqa: E402
+from ekd_edge.files import write_bytes_atomic as atomic_write  # noqa: E402
 from ekd_edge.bench.signature import environment_signature  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data.corpus import load_corpus  # noqa: E402
@@ -63,7 +63,7 @@ def ensure_exports(student: Path, run_dir: Path, valid_src: list[str]) -> list[E
                 # force: the parity shortfall, if any, is recorded in the manifest and in our result
                 export_onefile(student, bundle, quantize=precision if precision == "int8" else None,
                                parity_texts=valid_src, force=True)
-        specs.append(EngineSpec(f"onefile-{precision}", "onefile", bundle, precision))
+        specs.append(EngineSpec(f"onefile-{precision}", "onnxruntime-onefile", bundle, precision))
     for precision, quantization in (("fp32", "float32"), ("int8", "int8")):
         bundle = exports / f"ct2-{precision}"
         if not (bundle / "manifest.json").is_file():

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ekd_edge.bench.quality import score  # noqa: E402
-from ekd_edge.bench.report import atomic_write  # noqa: E402
+from ekd_edge.metrics import score  # noqa: E402
+from ekd_edge.files import write_bytes_atomic as atomic_write  # noqa: E402
 from ekd_edge.bench.signature import environment_signature  # noqa: E402
 from ekd_edge.bench.speed import measure_latency  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
@@ -37,9 +36,10 @@ OUT = REPO / "benchmarks" / "results" / "export-depth"
 
 
 def model_bytes(path: Path) -> int:
-    """What inference loads: ONNX graphs, CTranslate2 weights, or the checkpoint's safetensors."""
-    files = list(path.glob("*.onnx")) or list(path.glob("ct2/model.bin")) or list(path.glob("model.safetensors"))
-    return sum(f.stat().st_size for f in files)
+    """What inference loads, by the reports' one size rule (ekd_edge.bench.model_size_mb)."""
+    from ekd_edge.bench import model_size_mb
+
+    return round(model_size_mb(path) * 1024 * 1024)
 
 
 def bundle_bytes(path: Path) -> int:
@@ -48,7 +48,7 @@ def bundle_bytes(path: Path) -> int:
 
 def measure(name: str, path: Path, test, latency_n: int, extra: dict | None = None) -> dict:
     from ekd_edge.bench import model_params
-    from ekd_edge.translate import load_translator
+    from ekd_edge.runtime import load_translator
 
     console.print(f"measuring {name}")
     translator = load_translator(path, threads=1)

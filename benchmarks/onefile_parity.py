@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from ekd_edge.bench.signature import environment_signature  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data import load_corpus  # noqa: E402
-from ekd_edge.export.onefile import OneFileTranslator, export_onefile  # noqa: E402
-from ekd_edge.translate import TorchTranslator  # noqa: E402
+from ekd_edge.runtime.onefile_engine import OneFileTranslator
+from ekd_edge.export.onefile import export_onefile  # noqa: E402
+from ekd_edge.runtime.torch_engine import TorchTranslator  # noqa: E402
 
 CHECKPOINT = ROOT / "runs/demo-bench/students/stage-2"
 EXPORTS = ROOT / "runs/demo-bench/exports"
@@ -40,8 +41,8 @@ BATCH = 32
 
 def translate_all(translator, texts, num_beams):
     """Strings and token ids (decoder start, EOS and padding stripped) from one generation per batch."""
-    from ekd_edge.export.onefile import run_onefile
-    from ekd_edge.translate import _strip
+    from ekd_edge.runtime.onefile_engine import run_onefile
+    from ekd_edge.runtime.base import strip_special
 
     strings, ids = [], []
     for start in range(0, len(texts), BATCH):
@@ -49,7 +50,7 @@ def translate_all(translator, texts, num_beams):
         if isinstance(translator, OneFileTranslator):
             batch_strings, rows = run_onefile(translator.session, batch, max_new_tokens=MAX_NEW_TOKENS,
                                               num_beams=num_beams)
-            rows = [_strip([int(i) for i in row], translator.pad_id, translator.eos_id) for row in rows]
+            rows = [strip_special([int(i) for i in row], translator.pad_id, translator.eos_id) for row in rows]
         else:
             rows = translator.generate_ids(batch, max_new_tokens=MAX_NEW_TOKENS, num_beams=num_beams)
             batch_strings = translator.tokenizer.batch_decode(rows, skip_special_tokens=True)
@@ -139,7 +140,7 @@ def main() -> int:
 def latency(args) -> int:
     """Batch-1 latency of the one-file models: one run() per sentence, strings in and out."""
     from ekd_edge.bench.speed import latency_summary
-    from ekd_edge.export.onefile import onefile_session, run_onefile
+    from ekd_edge.runtime.onefile_engine import onefile_session, run_onefile
 
     texts = load_corpus("lo-help-en-de").split("test").src[:100]
     load = os.getloadavg()

@@ -1,18 +1,26 @@
-"""The `ekd-edge` command: distill, export, bench, translate, demo.
+"""The `ekd-edge` command: distill, export, bench, translate, demo, report, compare.
 
-Every sub-command prints problems with the user's input as one line (``error: …``) and exits
-with status 2; progress goes to stderr, results to stdout.
+Every sub-command prints problems with the user's input — bad arguments, data, recipes,
+checkpoints, bundles, unwritable or full disks — as one line (``error: …``) and exits with status
+2, changing none of the user's files. A failure of ekd-edge itself is also one line, exit status
+1, with the path of a log file that holds the traceback. Progress goes to stderr, results to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import textwrap
+import time
+import traceback
 from pathlib import Path
 
 from ekd_edge import __version__
+from ekd_edge.defaults import (DEFAULT_CORPUS, MAX_BLEU_DROP, MAX_NEW_TOKENS, PARITY_SENTENCES, PARITY_THRESHOLD,
+                               QUALITY_SENTENCES)
 from ekd_edge.errors import EkdError
 
 DESCRIPTION = """\
@@ -32,8 +40,33 @@ def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one line, exit status 2 (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _bounded(kind, low, high=None, what=""):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__ == 'int' and 'whole number' or 'number'}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is outside {what or f'[{low}, {high}]'}")
+        return value
+    return parse
+
+
+POSITIVE = _bounded(int, 1, what="1 or more")
+COUNT = _bounded(int, 0, what="0 or more")
+SHARE = _bounded(float, 0.0, 1.0, what="[0, 1]")
+NON_NEGATIVE = _bounded(float, 0.0, what="0 or more")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ekd-edge", description=DESCRIPTION, formatter_class=_formatter)
+    parser = _Parser(prog="ekd-edge", description=DESCRIPTION, formatter_class=_formatter)
     parser.add_argument("--version", action="version", version=f"ekd-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -56,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in RUN_DIR (an error if there is none); a run directory that "
                         "already holds progress is resumed even without it")
+    p.add_argument("--only", metavar="TEACHER", action="append",
+                   help="train only this teacher of the recipe (repeatable), nothing else; "
+                        "lets the teachers of one run train on several machines")
     p.add_argument("--baselines", action="store_true",
                    help="also train, with the ladder's total student steps, a CE-only student and one distilled "
                         "directly from the strongest teacher (RUN_DIR/baselines/); compare them with `ekd-edge compare`")
@@ -69,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         Output: RUN/compare/<split>.json and RUN/compare/<split>.md."""))
     p.add_argument("run", metavar="RUN", type=Path, help="a run directory written by `ekd-edge distill`")
     p.add_argument("--split", default="test", choices=["valid", "test"], help="held-out split (default: test)")
-    p.add_argument("--sentences", type=int, default=0, help="first N sentences only (default: all)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--sentences", type=COUNT, default=0, help="first N sentences only (default: all)")
+    p.add_argument("--bootstrap", type=POSITIVE, default=1000, help="bootstrap resamples (default: 1000)")
     p.add_argument("--against", default="", help="reference system for the p-values (default: the last EKD stage)")
 
     p = sub.add_parser("export", formatter_class=_formatter, help="export a checkpoint to an ONNX bundle (fp32 or int8)",
@@ -87,12 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         validation sentences; a drop above --max-bleu-drop refuses the bundle (--force writes it,
         recorded in the manifest).
 
-        --profile NAME reads export/NAME.toml (cpu-x86, arm64, android, ct2-int8, or a path):
+        --profile NAME reads a packaged profile (cpu-x86, arm64, android, android-app, ct2-int8),
+        ./export/NAME.toml of your own, or a .toml path:
         format, quantisation, pruning, .ort conversion and gates in one file; options given on
         the command line override it."""))
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write (replaced only if it is a bundle)")
-    p.add_argument("--profile", help="export profile: a name in export/ or a .toml file")
+    p.add_argument("--profile", help="export profile: a packaged name, a name in ./export/, or a .toml file")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the weights")
     p.add_argument("--arch", choices=["avx2", "avx512_vnni", "arm64"],
                    help="int8 target instruction set (default: avx512_vnni)")
@@ -107,12 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="structured pruning before export (the profile's [prune], else half the FFN channels, "
                         "one decoder layer, 300 KD recovery steps)")
     p.add_argument("--mobile", choices=["arm", "amd64"], help="also write .ort graphs + required_operators.config")
-    p.add_argument("--quality-sentences", type=int, help="validation sentences of the BLEU gate, 0 skips it (default: 200)")
-    p.add_argument("--max-bleu-drop", type=float, help="largest BLEU drop the gate accepts (default: 0.3)")
-    p.add_argument("--corpus", default="lo-help-en-de", help="corpus for the parity sentences (default: %(default)s)")
-    p.add_argument("--parity-split", default="valid", choices=["valid", "test"], help="(default: %(default)s)")
-    p.add_argument("--parity-sentences", type=int, default=200, help="0 skips the gate (default: %(default)s)")
-    p.add_argument("--parity-threshold", type=float, default=0.99, help="(default: %(default)s)")
+    p.add_argument("--quality-sentences", type=COUNT, help=f"validation sentences of the BLEU gate, 0 skips it (default: {QUALITY_SENTENCES})")
+    p.add_argument("--max-bleu-drop", type=NON_NEGATIVE, help=f"largest BLEU drop the gate accepts (default: {MAX_BLEU_DROP})")
+    # None = the profile's value (or GateSettings' default): an explicit value always wins.
+    p.add_argument("--corpus", help=f"corpus of the gates' sentences (default: the profile's, else {DEFAULT_CORPUS})")
+    p.add_argument("--parity-split", choices=["valid", "test"], help="(default: valid)")
+    p.add_argument("--parity-sentences", type=COUNT, help=f"0 skips the gate (default: {PARITY_SENTENCES})")
+    p.add_argument("--parity-threshold", type=SHARE, help=f"(default: {PARITY_THRESHOLD})")
     p.add_argument("--force", action="store_true", help="write the bundle even if a gate fails (recorded)")
     p.add_argument("--format", choices=["onnx", "ct2", "onefile"],
                    help="onnx: optimum's encoder/decoder layout; onefile: one model.onnx taking and returning "
@@ -126,13 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         report.md and report.png to --out and prints a table."""))
     p.add_argument("models", nargs="+", type=Path, metavar="MODEL")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--corpus", default="lo-help-en-de", help="bundled corpus or directory; scores its --split")
+    src.add_argument("--corpus", default=DEFAULT_CORPUS, help="bundled corpus or directory; scores its --split")
     src.add_argument("--src", type=Path, help="your own source file (one segment per line); needs --ref")
     p.add_argument("--ref", type=Path, help="reference translations aligned with --src")
     p.add_argument("--split", default="test", choices=["valid", "test"], help="(default: %(default)s)")
-    p.add_argument("--max-sentences", type=int, default=0, help="score only the first N sentences (0 = all)")
-    p.add_argument("--latency-sentences", type=int, default=100, help="(default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
+    p.add_argument("--max-sentences", type=COUNT, default=0, help="score only the first N sentences (0 = all)")
+    p.add_argument("--latency-sentences", type=POSITIVE, default=100, help="(default: %(default)s)")
+    p.add_argument("--threads", type=COUNT, default=0, help="inference threads (0 = all cores)")
     p.add_argument("--out", type=Path, default=Path("bench-report"), help="report directory (default: %(default)s)")
     p.add_argument("--no-memory", action="store_true", help="skip the separate-process peak-RSS measurement")
 
@@ -140,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Translate TEXT (or, without TEXT, each line of standard input) with MODEL.")
     p.add_argument("model", type=Path, metavar="MODEL")
     p.add_argument("text", nargs="*", metavar="TEXT")
-    p.add_argument("--beams", type=int, default=1, help="beam size (default: greedy)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--beams", type=POSITIVE, default=1, help="beam size (default: greedy)")
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=MAX_NEW_TOKENS, help="(default: %(default)s)")
 
     p = sub.add_parser("demo", formatter_class=_formatter, help="the whole pipeline on the bundled corpus",
                        description=textwrap.dedent("""\
@@ -151,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         RUN_DIR/report/{report.json,report.md,report.png}. Re-running resumes."""))
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     p.add_argument("--recipe", default="demo", help="recipe to run instead of the packaged demo")
-    p.add_argument("--latency-sentences", type=int, default=100, help="(default: %(default)s)")
-    p.add_argument("--test-sentences", type=int, default=0, help="score only the first N test sentences (0 = all)")
+    p.add_argument("--latency-sentences", type=POSITIVE, default=100, help="(default: %(default)s)")
+    p.add_argument("--test-sentences", type=COUNT, default=0, help="score only the first N test sentences (0 = all)")
     p = sub.add_parser("report", formatter_class=_formatter, help="stage versus deploy cost: table, Pareto plot, HTML",
                        description=textwrap.dedent("""\
         Gather every teacher and every stage's student (all export variants) of RUN from its
@@ -164,25 +202,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (or a report.json)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/report)")
     p.add_argument("--rebench", action="store_true", help="benchmark the report's models again before reporting")
-    p.add_argument("--corpus", default="lo-help-en-de", help="corpus for --rebench (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="threads for --rebench (0 = all cores)")
+    p.add_argument("--corpus", default=DEFAULT_CORPUS, help="corpus for --rebench (default: %(default)s)")
+    p.add_argument("--threads", type=COUNT, default=0, help="threads for --rebench (0 = all cores)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a bad argument: argparse printed its one line; --help/--version exit as usual
+        if exc.code:
+            return int(exc.code)
+        raise
     from ekd_edge.console import console
 
     try:
         return COMMANDS[args.command](args)
     except EkdError as exc:
-        from rich.markup import escape  # "[distill] alpha ..." is the message, not a style tag
-
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error_line(console, str(exc))
+        return 2
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal_error(console, exc, argv)
+        # The machine's problem, not ekd-edge's: a full disk, a read-only or forbidden path.
+        where = exc.filename or "a file"
+        _error_line(console, f"{where}: {exc.strerror or exc} (nothing of yours was changed; "
+                             "finished work is kept, run the same command again once this is fixed)")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished models are kept; run the same command again to continue")
         return 130
+    except Exception as exc:  # a bug of ekd-edge: one line here, the traceback in a log file
+        return _internal_error(console, exc, argv)
+
+
+# Errors of the environment that a user fixes (space, permissions, paths), reported like bad input.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG,
+                      errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _error_line(console, message: str) -> None:
+    from rich.markup import escape  # "[distill] alpha ..." is the message, not a style tag
+
+    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
+def crash_log_dir() -> Path:
+    return Path(os.environ.get("EKD_EDGE_LOG_DIR") or Path.home() / ".cache" / "ekd-edge" / "logs")
+
+
+def _internal_error(console, exc: BaseException, argv) -> int:
+    """One line for the user, the full traceback in a log file they can attach to a bug report."""
+    detail = " ".join(str(exc).split())[:200]
+    try:
+        folder = crash_log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / f"ekd-edge-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        log.write_text(f"ekd-edge {__version__}\ncommand: {sys.argv[0]} {' '.join(argv or sys.argv[1:])}\n\n"
+                       + "".join(traceback.format_exception(exc)))
+        where = f"traceback in {log}"
+    except OSError:
+        where = "no log file could be written"
+    _error_line(console, f"ekd-edge failed unexpectedly ({type(exc).__name__}: {detail}); {where}")
+    return 1
 
 
 def cmd_distill(args) -> int:
@@ -198,7 +280,7 @@ def cmd_distill(args) -> int:
         console.quiet = True  # one rank reports
     try:
         summary = run_recipe(recipe, run_dir, recipe_text(args.recipe), resume=args.resume,
-                             baselines=args.baselines)
+                             baselines=args.baselines, only=args.only)
     finally:
         distributed.shutdown()
     if console.quiet:
@@ -233,17 +315,32 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from ekd_edge.bench.report import check_report_destination
+    from ekd_edge.console import console
+    from ekd_edge.data.corpus import load_corpus, load_parallel
+    from ekd_edge.runtime.manifest import model_languages
     from ekd_edge.pipeline import benchmark_models
-    from ekd_edge.data.corpus import load_parallel
 
+    # Refuse an --out that would overwrite someone else's files before minutes of benchmarking.
+    check_report_destination(args.out, [args.out / f"report.{ext}" for ext in ("json", "md", "png")],
+                             args.out / "report.json")
+    languages = None
     if args.src or args.ref:
         if not (args.src and args.ref):
             raise EkdError("--src and --ref go together: give both files")
         data = load_parallel(args.src, args.ref)
         data_name = f"{args.src.name}"
     else:
-        data = _sentences(args.corpus, args.split, 0)
+        corpus = load_corpus(args.corpus)
+        languages = {"src": corpus.src_lang, "tgt": corpus.tgt_lang}
+        data = corpus.split(args.split)
         data_name = f"{args.corpus}:{args.split}"
+    for path in args.models:
+        trained = model_languages(path)
+        if languages and trained and (trained.get("src"), trained.get("tgt")) != (languages["src"], languages["tgt"]):
+            console.print(f"[yellow]warning:[/] {path}: translates {trained.get('src')}→{trained.get('tgt')}, but "
+                          f"{data_name} is {languages['src']}→{languages['tgt']}: its scores will mean little",
+                          highlight=False)
     data = data.head(args.max_sentences or None)
     models = [(path.name, "model", None, path) for path in args.models]
     benchmark_models(models, data, data_name, args.out, threads=args.threads or None,
@@ -252,10 +349,21 @@ def cmd_bench(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from ekd_edge.translate import load_translator
+    from ekd_edge.console import console
+    from ekd_edge.data.corpus import decode_lines
+    from ekd_edge.runtime import load_translator
+    from ekd_edge.runtime.base import over_long_inputs
 
+    if args.text:
+        texts = list(args.text)
+    else:
+        texts = decode_lines(sys.stdin.buffer.read(), "<stdin>")
     translator = load_translator(args.model)
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
+    # The model reads a bounded number of tokens: say which inputs lose their end, never cut silently.
+    for index, tokens, limit in over_long_inputs(translator, texts):
+        where = f"argument {index + 1}" if args.text else f"<stdin>:{index + 1}"
+        console.print(f"[yellow]warning:[/] {where}: {tokens} tokens, the model reads only the first {limit}; "
+                      "the rest is not translated (split the text into sentences)", highlight=False)
     for line in translator.translate(texts, max_new_tokens=args.max_new_tokens, num_beams=args.beams):
         print(line)
     return 0

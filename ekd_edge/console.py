@@ -1,14 +1,62 @@
-"""One rich console for the whole program (stderr, so stdout stays clean for translations and JSON)."""
+"""One rich console for the whole program (stderr, so stdout stays clean for translations and JSON).
+
+Long jobs also keep a plain-text log file (``log_to(path)``, e.g. a run directory's
+``distill.log``): every ``console.log`` line and the periodic progress lines go there too, so a
+run can be followed with ``tail -f`` whether or not a terminal watches it.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-import sys
 
-# Logs and CI have no terminal size; a fixed width keeps the benchmark table's columns readable there.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+class _Console(Console):
+    """rich's Console whose ``log`` lines are also appended to the current log file."""
+
+    log_file = None
+
+    def log(self, *objects, **kwargs) -> None:
+        super().log(*objects, **kwargs)
+        self.to_log_file(" ".join(str(o) for o in objects))
+
+    def to_log_file(self, message: str) -> None:
+        """Append one plain line (markup removed) to the log file, if one is open."""
+        if self.log_file is not None:
+            from rich.errors import MarkupError
+            from rich.text import Text
+
+            try:
+                plain = Text.from_markup(message).plain if "[" in message else message
+            except MarkupError:
+                plain = message
+            self.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {plain}\n")
+            self.log_file.flush()
+
+
+# Logs and CI have no terminal size; a fixed width keeps the benchmark table's columns readable there,
+# and log lines there carry no source-file column (it would be wrapped into the message).
+_TTY = sys.stderr.isatty()
+console = _Console(stderr=True, width=None if _TTY else 150, log_path=_TTY)
+
+
+@contextlib.contextmanager
+def log_to(path: str | Path):
+    """Also write every log line to ``path`` (appended) while the block runs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = console.log_file
+    with open(path, "a", encoding="utf-8") as fh:
+        console.log_file = fh
+        try:
+            yield path
+        finally:
+            console.log_file = previous
 
 
 def progress_bar(**kwargs) -> Progress:

@@ -1,4 +1,4 @@
-"""One exception type for every input problem a user can fix; the CLI prints it as one line."""
+"""Every exception a user sees: each is an input problem they can fix, printed by the CLI as one line (exit 2)."""
 
 
 class EkdError(Exception):
@@ -19,3 +19,23 @@ class CheckpointError(EkdError):
 
 class BundleError(EkdError):
     """An exported bundle is incomplete, tampered with or fails a gate."""
+
+
+class ProfileError(EkdError):
+    """An export profile is missing, has an unknown key or an impossible value."""
+
+
+class ReportError(EkdError):
+    """A run has no benchmark report to read, or one that cannot be used."""
+
+
+class ProbeError(EkdError):
+    """The memory probe subprocess failed or printed nothing usable."""
+
+
+class ArmError(EkdError):
+    """The aarch64 root or the emulator is missing or broken."""
+
+
+class AdbError(EkdError):
+    """adb is missing, no device is attached, or the run on the device failed."""

@@ -48,7 +48,7 @@ def export_students(run_dir: Path, parity_texts: list[str]) -> list[tuple[str, s
     from ekd_edge.distill.ladder import model_dirs
     from ekd_edge.errors import BundleError
     from ekd_edge.export import export_bundle
-    from ekd_edge.export.manifest import verify_bundle
+    from ekd_edge.runtime.manifest import verify_bundle
 
     exported = []
     for name, role, stage, path in model_dirs(run_dir):
@@ -75,7 +75,7 @@ def export_for_arm(run_dir: Path, corpus_name: str) -> Path | None:
     the profile's quality gate refuses it (logged)."""
     from ekd_edge.distill.ladder import model_dirs
     from ekd_edge.errors import BundleError
-    from ekd_edge.export.manifest import verify_bundle
+    from ekd_edge.runtime.manifest import verify_bundle
     from ekd_edge.export.profiles import load_profile, run_export
 
     name, _, _, path = [entry for entry in model_dirs(run_dir) if entry[1] == "student"][-1]

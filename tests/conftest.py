@@ -81,6 +81,22 @@ def nano_checkpoint(tmp_path_factory, tokenizer_dir, lo_train):
     return save_model(model, tmp_path_factory.mktemp("ckpt") / "nano", tokenizer_dir=tokenizer_dir)
 
 
+@pytest.fixture(scope="session")
+def sharp_checkpoint(nano_checkpoint, lo_train, tmp_path_factory):
+    """nano_checkpoint fitted to 64 pairs, so that its greedy output depends on the input and its
+    BLEU on those pairs is far above an untrained model's.
+
+    nano_checkpoint emits nearly the same tokens for every sentence, which would let almost any
+    graph pass a parity check.
+    """
+    from ekd_edge.data.tokenizer import load_tokenizer
+    from ekd_edge.models import load_model, save_model
+
+    model = load_model(nano_checkpoint)
+    quick_train(model, load_tokenizer(nano_checkpoint), lo_train.head(64), steps=200, lr=1e-2)
+    return save_model(model, tmp_path_factory.mktemp("sharp") / "nano", tokenizer_dir=nano_checkpoint)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Fail loudly if anything tries to open a network connection."""

@@ -17,8 +17,9 @@ import pytest
 
 from ekd_edge.cli import main
 from ekd_edge.distill.batches import TokenizedPairs
-from ekd_edge.distill.ladder import truncate_pairs
-from ekd_edge.export.manifest import FORMAT_NAME, FORMAT_VERSION, list_files, write_manifest
+from ekd_edge.distill.batches import truncate_pairs
+from ekd_edge.runtime.manifest import FORMAT_NAME, FORMAT_VERSION, list_files
+from ekd_edge.export.manifest import write_manifest
 
 RECIPE = """
 name = "bad-input"
@@ -205,7 +206,7 @@ def test_export_out_dir_that_holds_something_else(tmp_path, capsys, nano_checkpo
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
     fails_cleanly(capsys, tmp_path, ["export", nano_checkpoint, "--out", foreign, "--parity-sentences", "0"],
-                  foreign, "not an exported bundle", "refusing to overwrite")
+                  foreign, "not an ekd-edge bundle", "refusing to replace it")
 
 
 def test_recipe_with_an_unknown_key(tmp_path, capsys):
@@ -252,3 +253,214 @@ def test_the_real_command_exits_2_with_one_line_on_stderr(tmp_path):
     assert f"{corpus / 'train.en'}: 2 lines but" in proc.stderr
     after = snapshot(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The table: one row per bad input (docs/errors.md lists each with its policy). Each row builds
+# its inputs under tmp_path and returns (argv, needles); the run must exit 2 with one error line
+# holding every needle, no traceback, and no file that existed before changed.
+
+def _foreign_manifest_dir(tmp_path, **_):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"album": "summer"}')   # valid JSON, not ours
+    (out / "beach.jpg").write_bytes(b"\xff\xd8 a picture")
+    return out
+
+
+def _bundle_with_extra_file(tmp_path, fake_bundle, **_):
+    (fake_bundle / "notes.txt").write_text("my notes, kept inside the bundle folder")
+    return fake_bundle
+
+
+def _size_recipe(tmp_path, size_table):
+    return recipe(tmp_path, teacher=f'name = "t"\nsize = {size_table}\nsteps = 2')
+
+
+def _with_recipe_text(tmp_path, old, new):
+    path = recipe(tmp_path)
+    path.write_text(path.read_text().replace(old, new, 1))
+    return path
+
+
+def _long_corpus(tmp_path):
+    """Real sentences, twelve to a line: every training pair is far over max_length = 24 tokens."""
+    from ekd_edge.data import load_corpus
+
+    text = load_corpus("lo-help-en-de").split("train").head(2400)
+    join = lambda side: "".join(" ".join(side[i:i + 12]) + "\n" for i in range(0, 2400, 12)).encode()
+    return user_corpus(tmp_path, train_en=join(text.src), train_de=join(text.tgt))
+
+
+def _distill(tmp_path, path):
+    return ["distill", path, "--run-dir", tmp_path / "run"]
+
+
+BAD_INPUTS = {
+    # --- data loss: an export never replaces what it did not write
+    "export-out-holds-foreign-manifest": lambda tmp_path, ckpt, bundle: (
+        ["export", ckpt, "--out", _foreign_manifest_dir(tmp_path), "--parity-sentences", "0"],
+        ["photos", "not an intact ekd-edge bundle"]),
+    "export-out-holds-edited-bundle": lambda tmp_path, ckpt, bundle: (
+        ["export", ckpt, "--out", _bundle_with_extra_file(tmp_path, bundle), "--parity-sentences", "0"],
+        ["notes.txt", "not an intact ekd-edge bundle"]),
+    "export-out-is-a-file": lambda tmp_path, ckpt, bundle: (
+        ["export", ckpt, "--out", _touch(tmp_path / "model.bin"), "--parity-sentences", "0"],
+        ["model.bin", "not a directory"]),
+    # --- data loss: recipe names are identifiers, never paths
+    "teacher-name-escapes-the-run": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, recipe(tmp_path, teacher='name = "../../x"\nsize = "nano"\nsteps = 2')),
+        ["[[teacher]] #1 name '../../x'", "never a path"]),
+    "teacher-name-absolute": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, recipe(tmp_path, teacher=f'name = "{tmp_path}/t"\nsize = "nano"\nsteps = 2')),
+        ["[[teacher]] #1 name", "never a path"]),
+    "teacher-name-empty": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, recipe(tmp_path, teacher='name = ""\nsize = "nano"\nsteps = 2')),
+        ["[[teacher]] #1 name ''"]),
+    "student-name-with-slash": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _with_recipe_text(tmp_path, '[student]\n', '[student]\nname = "a/b"\n')),
+        ["[student] name 'a/b'"]),
+    "recipe-name-dot-dot": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _with_recipe_text(tmp_path, 'name = "bad-input"', 'name = ".."')),
+        ["name '..'"]),
+    # --- validation before any work
+    "d-model-not-divisible-by-heads": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _size_recipe(tmp_path, "{ d_model = 30, encoder_layers = 1, decoder_layers = 1, "
+                                                  "attention_heads = 4, ffn_dim = 64 }")),
+        ["[[teacher]] #1 size", "d_model 30 is not divisible by attention_heads 4"]),
+    "zero-layers": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _size_recipe(tmp_path, "{ d_model = 32, encoder_layers = 0, decoder_layers = 1, "
+                                                  "attention_heads = 2, ffn_dim = 64 }")),
+        ["[[teacher]] #1 size.encoder_layers", ">= 1"]),
+    "negative-eval-max-new-tokens": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _with_recipe_text(tmp_path, "eval_max_new_tokens = 4", "eval_max_new_tokens = -3")),
+        ["eval_max_new_tokens must be >= 1"]),
+    "copy-init-width-mismatch": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _copy_init_recipe(tmp_path)),
+        ["[[stage]] #1", "copy-init needs a student as wide as", "d_model"]),
+    "vocabulary-larger-than-corpus-allows": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _with_recipe_text(tmp_path, "vocab_size = 120", "vocab_size = 60000")),
+        ["[tokenizer] vocab_size 60000", "SentencePiece cannot build"]),
+    "every-pair-over-max-length": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, recipe(tmp_path, corpus=_long_corpus(tmp_path), src_lang="en", tgt_lang="de")),
+        ["max_length 24", "every one of the", "training pairs is longer"]),
+    "empty-corpus-files": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, recipe(tmp_path, corpus=user_corpus(tmp_path, train_en=b"", train_de=b""),
+                                  src_lang="en", tgt_lang="de")),
+        ["train.en", "no sentence pairs in the train split"]),
+    "recipe-not-utf8": lambda tmp_path, ckpt, bundle: (
+        ["distill", _bytes(tmp_path / "latin1.toml", 'name = "caf\xe9"\n'.encode("latin-1")), "--run-dir",
+         tmp_path / "run"],
+        ["latin1.toml:1", "not UTF-8"]),
+    "recipe-is-a-directory": lambda tmp_path, ckpt, bundle: (
+        ["distill", _mkdir(tmp_path / "recipes"), "--run-dir", tmp_path / "run"],
+        ["recipes", "no such recipe file"]),
+    "only-names-an-unknown-teacher": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, recipe(tmp_path)) + ["--only", "nobody"],
+        ["--only", "no teacher named nobody"]),
+    # --- translate
+    "translate-beams-zero": lambda tmp_path, ckpt, bundle: (
+        ["translate", ckpt, "--beams", "0", "Hello"], ["--beams", "0 is outside 1 or more"]),
+    "translate-max-new-tokens-zero": lambda tmp_path, ckpt, bundle: (
+        ["translate", ckpt, "--max-new-tokens", "0", "Hello"], ["--max-new-tokens", "outside 1 or more"]),
+    "translate-max-new-tokens-not-a-number": lambda tmp_path, ckpt, bundle: (
+        ["translate", ckpt, "--max-new-tokens", "many", "Hello"], ["--max-new-tokens", "'many' is not a whole number"]),
+    "translate-not-a-model": lambda tmp_path, ckpt, bundle: (
+        ["translate", _mkdir(tmp_path / "empty"), "Hello"], ["empty", "neither an exported bundle"]),
+    # --- bench
+    "bench-latency-sentences-zero": lambda tmp_path, ckpt, bundle: (
+        ["bench", ckpt, "--latency-sentences", "0"], ["--latency-sentences", "outside 1 or more"]),
+    "bench-out-is-a-file": lambda tmp_path, ckpt, bundle: (
+        ["bench", ckpt, "--out", _touch(tmp_path / "report.txt"), "--no-memory"], ["report.txt", "not a directory"]),
+    "bench-out-holds-users-report": lambda tmp_path, ckpt, bundle: (
+        ["bench", ckpt, "--out", _users_report_dir(tmp_path), "--no-memory"],
+        ["report.md", "not written by ekd-edge", "refusing to overwrite"]),
+    "bench-threads-negative": lambda tmp_path, ckpt, bundle: (
+        ["bench", ckpt, "--threads", "-1"], ["--threads", "outside 0 or more"]),
+    # --- export arguments
+    "export-parity-threshold-above-one": lambda tmp_path, ckpt, bundle: (
+        ["export", ckpt, "--out", tmp_path / "b", "--parity-threshold", "1.5"], ["--parity-threshold", "[0, 1]"]),
+    "export-missing-checkpoint": lambda tmp_path, ckpt, bundle: (
+        ["export", tmp_path / "nowhere", "--out", tmp_path / "b", "--parity-sentences", "0"], ["nowhere"]),
+}
+
+
+def _touch(path):
+    path.write_bytes(b"a user's file")
+    return path
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _mkdir(path):
+    path.mkdir()
+    return path
+
+
+def _users_report_dir(tmp_path):
+    out = tmp_path / "quarterly"
+    out.mkdir()
+    (out / "report.md").write_text("# Q3 report\nthe user's own words\n")
+    return out
+
+
+def _copy_init_recipe(tmp_path):
+    # the teacher (nano: d_model 32) and a wider student cannot share weights
+    text = recipe(tmp_path).read_text().replace('size = "nano"\nsteps_per_stage', 'size = "tiny"\nsteps_per_stage')
+    path = tmp_path / "copy-init.toml"
+    path.write_text(text + '\n[[stage]]\ninit = "copy:first"\n')
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_table(case, tmp_path, capsys, nano_checkpoint, fake_bundle):
+    argv, needles = BAD_INPUTS[case](tmp_path, nano_checkpoint, fake_bundle)
+    outside = tmp_path.parent / "x"
+    fails_cleanly(capsys, tmp_path, argv, *needles)
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not outside.exists()   # nothing was created either
+
+
+def test_invalid_utf8_on_stdin_names_the_line(tmp_path, nano_checkpoint):
+    proc = subprocess.run([sys.executable, "-m", "ekd_edge", "translate", str(nano_checkpoint)],
+                          input=b"Hello\n\xff\xfe broken\n", capture_output=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert proc.stderr.decode().strip() == "error: <stdin>:2: invalid UTF-8 (byte 0xff at column 1)"
+
+
+def test_a_full_disk_is_one_line_and_keeps_earlier_files(tmp_path, nano_checkpoint):
+    """RLIMIT_FSIZE makes every write past 64 kB fail with EFBIG, as a full disk fails with ENOSPC."""
+    import resource
+    import signal
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    out = tmp_path / "bundle"
+    proc = subprocess.run([sys.executable, "-m", "ekd_edge", "export", str(nano_checkpoint), "--out", str(out),
+                           "--parity-sentences", "0"], capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_disk, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "File too large" in lines[-1] and "Traceback" not in proc.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_internal_failure_is_one_line_with_a_log_of_the_traceback(tmp_path, capsys, monkeypatch):
+    import ekd_edge.cli as cli
+
+    def broken(args):
+        raise ZeroDivisionError("a bug of ours")
+
+    monkeypatch.setitem(cli.COMMANDS, "translate", broken)
+    monkeypatch.setenv("EKD_EDGE_LOG_DIR", str(tmp_path / "logs"))
+    assert main(["translate", str(tmp_path), "x"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ekd-edge failed unexpectedly (ZeroDivisionError")
+    log = next((tmp_path / "logs").iterdir())
+    assert str(log) in err and "Traceback" in log.read_text() and "a bug of ours" in log.read_text()

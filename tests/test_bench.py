@@ -130,7 +130,7 @@ def test_benchmark_model_on_an_exported_bundle(nano_checkpoint, lo_valid, tmp_pa
 
 def test_generation_is_capped_by_the_position_table(nano_checkpoint):
     from ekd_edge.bench import _generation_limit
-    from ekd_edge.translate import load_translator
+    from ekd_edge.runtime import load_translator
 
     limit = json.loads((nano_checkpoint / "config.json").read_text())["max_position_embeddings"]
     assert _generation_limit(nano_checkpoint, 10_000) == limit
@@ -182,6 +182,7 @@ def test_size_and_params_of_a_bundle_directory(tmp_path, nano_checkpoint):
     (bundle / "vocab.json").write_text("{}" * 50_000)  # not an ONNX file: not counted
     (bundle / "manifest.json").write_text(json.dumps({"variant": "int8", "params": 1234, "files": []}))
     assert model_size_mb(bundle) == pytest.approx(1_048_576 / 2**20)
+    assert model_size_mb(bundle / "encoder_model.onnx") == pytest.approx(300_000 / 2**20)   # one model file
     assert model_params(bundle) == 1234
     (bundle / "manifest.json").write_text(json.dumps({"variant": "int8", "files": []}))
     assert model_params(bundle) is None

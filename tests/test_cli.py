@@ -100,6 +100,7 @@ def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
         assert r["n_sentences"] == 20 and r["peak_rss_mb"] > 0 and r["size_mb"] > 0
     fp32 = json.loads((run_dir / "exports" / "stage-2-fp32" / "manifest.json").read_text())
     assert fp32["parity"]["status"] == "passed" and fp32["parity"]["n"] == 20
+    assert fp32["languages"] == {"src": "en", "tgt": "de"}   # from the run's corpus, via metrics.json
     arm = json.loads((run_dir / "exports" / "stage-2-int8-arm64" / "manifest.json").read_text())
     assert arm["settings"]["numerics"] == "portable" and arm["profile"]["name"] == "arm64"
     assert {"report.json", "report.md", "report.png"} <= {p.name for p in (run_dir / "report").iterdir()}
@@ -111,5 +112,37 @@ def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
 
 
 def test_parser_defaults_are_sensible():
+    from ekd_edge.export.profiles import profile_from_args
+
     args = build_parser().parse_args(["export", "ckpt", "--out", "b"])
-    assert args.quantize is None and args.parity_sentences == 200 and args.parity_threshold == 0.99
+    profile = profile_from_args(args)
+    assert args.quantize is None and profile.gate.parity_sentences == 200 and profile.gate.parity_threshold == 0.99
+    assert profile.corpus == "lo-help-en-de" and profile.gate.split == "valid"
+
+
+def test_an_explicit_option_overrides_the_profile_even_when_it_equals_the_default(tmp_path):
+    from ekd_edge.export.profiles import profile_from_args
+
+    profile_file = tmp_path / "bible.toml"
+    profile_file.write_text('corpus = "bible-en-es"\n[gate]\nparity_sentences = 50\n')
+    args = build_parser().parse_args(["export", "ckpt", "--out", "b", "--profile", str(profile_file)])
+    assert profile_from_args(args).corpus == "bible-en-es" and profile_from_args(args).gate.parity_sentences == 50
+    args = build_parser().parse_args(["export", "ckpt", "--out", "b", "--profile", str(profile_file),
+                                      "--corpus", "lo-help-en-de", "--parity-sentences", "200"])
+    profile = profile_from_args(args)
+    assert profile.corpus == "lo-help-en-de" and profile.gate.parity_sentences == 200
+
+
+def test_bench_warns_when_the_model_translates_another_language_pair(tmp_path, nano_checkpoint, capsys):
+    import shutil
+
+    model = tmp_path / "en-de"
+    shutil.copytree(nano_checkpoint, model)
+    (model / "metrics.json").write_text(json.dumps({"languages": {"src": "en", "tgt": "de"}}))
+    out = tmp_path / "report"
+    args = ["--max-sentences", "3", "--latency-sentences", "1", "--no-memory", "--out"]
+    assert main(["bench", str(model), "--corpus", "bible-en-es", *args, str(out)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"warning: {model}: translates en→de, but bible-en-es:test is en→es" in err
+    assert main(["bench", str(model), "--corpus", "lo-help-en-de", *args, str(tmp_path / "r2")]) == 0
+    assert "warning" not in capsys.readouterr().err

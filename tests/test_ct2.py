@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ekd_edge.errors import BundleError
-from ekd_edge.export.ct2 import Ct2Translator, export_ct2_bundle
-from ekd_edge.translate import TorchTranslator, load_translator
+from ekd_edge.runtime.ct2_engine import Ct2Translator
+from ekd_edge.export.ct2 import export_ct2_bundle
+from ekd_edge.runtime.torch_engine import TorchTranslator
+from ekd_edge.runtime import load_translator
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +56,44 @@ def test_unknown_quantization_is_refused(nano_checkpoint, tmp_path):
     with pytest.raises(BundleError, match="unknown ct2 quantization"):
         export_ct2_bundle(nano_checkpoint, tmp_path / "x", quantization="int4")
     assert not (tmp_path / "x").exists()
+
+
+def test_float32_export_runs_the_parity_gate(nano_checkpoint, lo_valid, tmp_path):
+    manifest = export_ct2_bundle(nano_checkpoint, tmp_path / "fp32", quantization="float32",
+                                 parity_texts=lo_valid.src[:20], max_new_tokens=24)
+    parity = manifest["parity"]
+    assert parity["status"] == "passed" and parity["gated"] and parity["n"] == 20 and parity["n_equal"] == 20
+
+
+def _untrained(checkpoint, out):
+    from ekd_edge.data.tokenizer import load_tokenizer
+    from ekd_edge.models import build_model, save_model
+
+    return save_model(build_model("nano", len(load_tokenizer(checkpoint)), seed=3, max_positions=64), out,
+                      tokenizer_dir=checkpoint)
+
+
+def test_parity_gate_refuses_a_float32_bundle_that_decodes_differently(sharp_checkpoint, lo_train, tmp_path,
+                                                                       monkeypatch):
+    import ctranslate2.converters
+
+    # A converter that (wrongly) converts other weights: the bundle's tokens differ from the checkpoint's.
+    other = _untrained(sharp_checkpoint, tmp_path / "other")
+    real = ctranslate2.converters.TransformersConverter
+    monkeypatch.setattr(ctranslate2.converters, "TransformersConverter", lambda path, **kw: real(str(other), **kw))
+    out = tmp_path / "bundles" / "fp32"
+    with pytest.raises(BundleError, match="parity gate failed"):
+        export_ct2_bundle(sharp_checkpoint, out, quantization="float32", parity_texts=lo_train.src[:20],
+                          max_new_tokens=24)
+    assert not (tmp_path / "bundles").exists() or not list((tmp_path / "bundles").iterdir())
+
+
+def test_quality_gate_refuses_a_bundle_that_translates_worse(sharp_checkpoint, lo_train, tmp_path):
+    # An untrained model of the same vocabulary, judged against the trained checkpoint on the very
+    # pairs that checkpoint learned: its BLEU is far lower, so the gate must refuse it.
+    untrained = _untrained(sharp_checkpoint, tmp_path / "untrained")
+    data = (lo_train.src[:30], lo_train.tgt[:30])
+    with pytest.raises(BundleError, match="quality gate failed") as err:
+        export_ct2_bundle(untrained, tmp_path / "int8", quantization="int8", quality_data=data,
+                          quality_reference=sharp_checkpoint, max_bleu_drop=1.0, max_new_tokens=24)
+    assert "nothing written" in str(err.value) and not (tmp_path / "int8").exists()

@@ -1,6 +1,7 @@
 """The EKD ladder end to end on nano models: teachers, stages, warm starts, resume, vocab checks."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,67 @@ def test_trained_student_beats_its_random_start(nano_run):
     enc["labels"][enc["labels"] == tokenizer.pad_token_id] = -100
     with torch.no_grad():
         assert s2.eval()(**enc).loss < fresh.eval()(**enc).loss
+
+
+def test_every_stage_starts_exactly_from_the_previous_students_saved_weights(tmp_path, monkeypatch):
+    """The EKD warm start: stage k's weights when its training begins are stage k−1's saved ones."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ekd_edge.distill import ladder
+
+    real_train = ladder.train
+    starts = {}
+
+    def recording_train(model, stream, steps, settings, **kwargs):
+        starts[kwargs.get("description", "")] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real_train(model, stream, steps, settings, **kwargs)
+
+    monkeypatch.setattr(ladder, "train", recording_train)
+    run_dir = tmp_path / "run"
+    run_recipe(recipe_from(RECIPE_TOML), run_dir, RECIPE_TOML)
+    stage2_start = next(v for k, v in starts.items() if k.startswith("stage 2"))
+    saved1 = load_file(run_dir / "students" / "stage-1" / "model.safetensors")
+    assert saved1, "stage 1 saved no weights"
+    for name, tensor in saved1.items():
+        assert torch.equal(stage2_start[name], tensor), name
+    stage1_start = next(v for k, v in starts.items() if k.startswith("stage 1"))
+    assert not torch.equal(stage1_start["model.shared.weight"], saved1["model.shared.weight"])  # it trained
+    log = (run_dir / "distill.log").read_text()
+    assert "valid BLEU" in log and "stage-2" in log   # the run's log file follows it
+
+
+def test_teachers_only_recipe_and_only_flag(tmp_path):
+    teachers_only = "teachers_only = true\n" + RECIPE_TOML[: RECIPE_TOML.index("[student]")]
+    run_dir = tmp_path / "run"
+    summary = run_recipe(recipe_from(teachers_only), run_dir, teachers_only, only=["t-big"])
+    assert list(summary["teachers"]) == ["t-big"] and summary["stages"] == {}
+    assert (run_dir / "teachers" / "t-big" / "metrics.json").is_file()
+    assert not (run_dir / "teachers" / "t-small").exists() and not (run_dir / "students").exists()
+    summary = run_recipe(recipe_from(teachers_only), run_dir, teachers_only)
+    assert list(summary["teachers"]) == ["t-small", "t-big"] and not (run_dir / "students").exists()
+
+
+def test_the_run_adopts_a_given_teachers_tokenizer(tmp_path, nano_checkpoint):
+    text = RECIPE_TOML.replace('[[teacher]]\nname = "t-small"\nsize = "nano"\nsteps = 4\n',
+                               f'[[teacher]]\nname = "t-small"\ncheckpoint = "{nano_checkpoint}"\n')
+    text = text.replace("[tokenizer]\nvocab_size = 200", '[tokenizer]\nfrom = "t-small"')
+    run_dir = tmp_path / "run"
+    run_recipe(recipe_from(text), run_dir, text)
+    assert (run_dir / "tokenizer" / "vocab.json").read_bytes() == (nano_checkpoint / "vocab.json").read_bytes()
+    assert (run_dir / "students" / "stage-2" / "metrics.json").is_file()
+
+
+def test_tokenizer_from_must_name_a_teacher_given_by_checkpoint():
+    text = RECIPE_TOML.replace("[tokenizer]\nvocab_size = 200", '[tokenizer]\nfrom = "t-small"')
+    with pytest.raises(EkdError, match=r"\[tokenizer\] from = 't-small': must name a teacher given by checkpoint"):
+        recipe_from(text)
+
+
+def test_package_checkpoints_resolve_inside_the_package_only():
+    from ekd_edge.distill.recipe import resolve_checkpoint
+
+    assert (Path(resolve_checkpoint("package:recipes", "x")) / "demo.toml").is_file()
+    with pytest.raises(EkdError, match="inside the package"):
+        resolve_checkpoint("package:../../etc", "x")
+    assert resolve_checkpoint("/some/dir", "x") == "/some/dir"

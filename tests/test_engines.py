@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from ekd_edge.errors import EkdError
+
 from ekd_edge.bench.engines import (EngineSpec, interleaved_latency, load_engine, pair_ratios, probe_command,
-                                   size_on_disk_mb, summarise)
+                                   summarise)
 
 
 def test_pair_ratios_are_per_sentence():
@@ -44,15 +46,6 @@ def test_summarise_tokens_per_second():
     assert s["n_sentences"] == 3
 
 
-def test_size_on_disk_counts_weights_not_tokenizer(tmp_path):
-    (tmp_path / "model.onnx").write_bytes(b"x" * 1024 * 1024)
-    (tmp_path / "ct2").mkdir()
-    (tmp_path / "ct2" / "model.bin").write_bytes(b"x" * 512 * 1024)
-    (tmp_path / "source.spm").write_bytes(b"x" * 4 * 1024 * 1024)
-    assert size_on_disk_mb(tmp_path) == pytest.approx(1.5)
-    assert size_on_disk_mb(tmp_path / "model.onnx") == pytest.approx(1.0)
-
-
 def test_probe_command_names_engine_and_threads(tmp_path):
     spec = EngineSpec("ct2-int8", "ctranslate2", tmp_path / "b", "int8")
     command = probe_command(spec, tmp_path / "src.txt", 20, None, 64)
@@ -62,7 +55,7 @@ def test_probe_command_names_engine_and_threads(tmp_path):
 
 
 def test_unknown_engine_kind(tmp_path):
-    with pytest.raises(ValueError, match="unknown engine"):
+    with pytest.raises(EkdError, match="unknown engine"):
         load_engine(EngineSpec("x", "tvm", tmp_path, "fp32"), 1)
 
 

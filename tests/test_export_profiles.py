@@ -10,7 +10,8 @@ import pytest
 
 from ekd_edge.errors import BundleError
 from ekd_edge.export.onnx_export import export_bundle
-from ekd_edge.export.profiles import FORMATS, ProfileError, load_profile, parse_profile, run_export
+from ekd_edge.errors import ProfileError
+from ekd_edge.export.profiles import FORMATS, load_profile, parse_profile, run_export
 from ekd_edge.export.prune import PruneSettings, prune_checkpoint
 
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "export"
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 def self_references(nano_checkpoint, lo_valid):
     """Validation sources with the checkpoint's own greedy translations as references: the
     checkpoint scores BLEU 100, so any real loss of quality in an export shows up as a drop."""
-    from ekd_edge.translate import TorchTranslator
+    from ekd_edge.runtime.torch_engine import TorchTranslator
 
     src = lo_valid.src[:30]
     return src, TorchTranslator(nano_checkpoint).translate(src, max_new_tokens=24)
@@ -74,7 +75,7 @@ def test_int8_options_and_mobile_format(nano_checkpoint, self_references, tmp_pa
     import onnx
     import onnxruntime as ort
 
-    from ekd_edge.translate import load_translator
+    from ekd_edge.runtime import load_translator
 
     manifest = export_bundle(nano_checkpoint, tmp_path / "b", quantize="int8", quant_arch="arm64",
                              per_channel=False, keep_fp32=("lm_head",), quality_data=self_references,

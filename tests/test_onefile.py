@@ -8,16 +8,10 @@ import shutil
 import pytest
 
 from ekd_edge.errors import BundleError, CheckpointError
-from ekd_edge.export.manifest import MANIFEST_NAME
-from ekd_edge.export.onefile import (
-    MODEL_FILE,
-    OneFileTranslator,
-    export_onefile,
-    onefile_session,
-    run_onefile,
-    verify_onefile,
-)
-from ekd_edge.translate import TorchTranslator
+from ekd_edge.runtime.manifest import MANIFEST_NAME
+from ekd_edge.runtime.onefile_engine import MODEL_FILE, OneFileTranslator, onefile_session, run_onefile, verify_onefile
+from ekd_edge.export.onefile import export_onefile
+from ekd_edge.runtime.torch_engine import TorchTranslator
 
 SENTENCES = 30
 
@@ -29,19 +23,6 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 @pytest.fixture(scope="module")
 def texts(lo_valid):
     return lo_valid.src[:SENTENCES]
-
-
-@pytest.fixture(scope="module")
-def sharp_checkpoint(nano_checkpoint, lo_train, tmp_path_factory):
-    """nano_checkpoint fitted to a few dozen pairs, so its output depends on the input."""
-    from conftest import quick_train
-
-    from ekd_edge.data.tokenizer import load_tokenizer
-    from ekd_edge.models import load_model, save_model
-
-    model = load_model(nano_checkpoint)
-    quick_train(model, load_tokenizer(nano_checkpoint), lo_train.head(64), steps=200, lr=1e-2)
-    return save_model(model, tmp_path_factory.mktemp("sharp") / "nano", tokenizer_dir=nano_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +123,7 @@ def test_translate_and_bench_load_the_shipped_one_file_bundle(tmp_path):
     from pathlib import Path
 
     from ekd_edge.bench import benchmark_model
-    from ekd_edge.translate import load_translator
+    from ekd_edge.runtime import load_translator
 
     bundle = Path(__file__).resolve().parents[1] / "android_demo" / "app" / "src" / "main" / "assets" / "model"
     translator = load_translator(bundle, threads=1)
@@ -165,3 +146,30 @@ def test_standalone_onefile_runner_matches_the_translator(onefile_fp32, texts):
     assert result["translations"] == translator.translate(list(texts), batch_size=1, max_new_tokens=24)
     assert len(result["seconds"]) == len(texts) and result["graph_optimization_level"].endswith("ENABLE_ALL")
     assert len({tuple(e) for e in expected}) > 1  # the outputs depend on the input
+
+
+def test_empty_and_blank_texts_translate_to_empty_lines(onefile_fp32, reference, texts):
+    translator = OneFileTranslator(onefile_fp32[0])
+    got = translator.translate(["", texts[0], "   ", texts[1]], max_new_tokens=32)
+    assert got[0] == "" and got[2] == ""
+    assert got[1::2] == reference.translate(texts[:2], max_new_tokens=32)
+    assert translator.generate_ids(["", " "], max_new_tokens=8) == [[], []]
+
+
+def test_over_long_input_is_warned_about_not_cut_silently(onefile_fp32, texts, capsys):
+    from ekd_edge.cli import main
+
+    limit = onefile_fp32[1]["settings"]["max_positions"]
+    long_text = " ".join(texts) * 3
+    assert main(["translate", str(onefile_fp32[0]), texts[0], long_text]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "argument 2:" in warnings[0] and f"reads only the first {limit}" in warnings[0]
+    assert len(captured.out.splitlines()) == 2
+
+
+def test_onefile_export_runs_the_quality_gate(sharp_checkpoint, lo_train, tmp_path):
+    data = (lo_train.src[:20], lo_train.tgt[:20])
+    manifest = export_onefile(sharp_checkpoint, tmp_path / "q", quality_data=data, max_new_tokens=32)
+    gate = manifest["quality_gate"]
+    assert gate["status"] == "passed" and gate["sentences"] == 20 and gate["bleu_drop"] == 0.0

@@ -120,3 +120,82 @@ def test_progress_file_roundtrip_and_checks(tmp_path):
     progress.path.write_bytes(progress.path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=r"stage-2\.progress\.pt: corrupt progress checkpoint"):
         progress.load()
+
+
+def _start_and_wait_for_progress(recipe_file, run_dir, progress):
+    proc = subprocess.Popen(cli(recipe_file, "--run-dir", run_dir), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not progress.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert progress.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no progress"
+    return proc
+
+
+def test_a_second_process_on_a_run_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path, capsys):
+    from ekd_edge.cli import main
+
+    recipe_file = tmp_path / "resume.toml"
+    recipe_file.write_text(RECIPE.replace("steps_per_stage = 400", "steps_per_stage = 100000"))
+    run_dir = tmp_path / "run"
+    progress = run_dir / "students" / "stage-1.progress.pt"
+    first = _start_and_wait_for_progress(recipe_file, run_dir, progress)
+    try:
+        capsys.readouterr()
+        assert main(["distill", str(recipe_file), "--run-dir", str(run_dir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"in use by process {first.pid}" in err, err
+        assert first.poll() is None   # the refused second process did not disturb the first
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    saved_step = torch.load(progress, weights_only=True)["step"]
+
+    # The next run finds the dead process's lock, takes it over and resumes where it stopped.
+    third = subprocess.Popen(cli(recipe_file, "--run-dir", run_dir), env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for line in third.stderr:
+            seen.append(line)
+            if "resuming at step" in line:
+                break
+    finally:
+        third.send_signal(signal.SIGKILL)
+        third.wait()
+    log = " ".join(" ".join(seen).split())
+    assert f"lock left by process {first.pid}, which no longer runs; taken over" in log, log[-2000:]
+    assert f"resuming at step {saved_step}/100000" in log, log[-2000:]
+
+
+def test_a_changed_corpus_file_is_refused_on_resume(tmp_path):
+    from ekd_edge.data import load_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lo = load_corpus("lo-help-en-de")
+    for split in ("train", "valid"):
+        text = lo.split(split).head(300)
+        (corpus / f"{split}.en").write_text("\n".join(text.src) + "\n")
+        (corpus / f"{split}.de").write_text("\n".join(text.tgt) + "\n")
+    recipe_text = RECIPE.replace('corpus = "lo-help-en-de"', f'corpus = "{corpus}"\nsrc_lang = "en"\ntgt_lang = "de"')
+    recipe_file = tmp_path / "resume.toml"
+    recipe_file.write_text(recipe_text)
+    run_dir = tmp_path / "run"
+    first = _start_and_wait_for_progress(recipe_file, run_dir, run_dir / "students" / "stage-1.progress.pt")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    # Same number of lines, different (misaligned) content: a silent resume would train on garbage.
+    lines = (corpus / "train.de").read_text().splitlines()
+    (corpus / "train.de").write_text("\n".join(lines[1:] + lines[:1]) + "\n")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    resumed = subprocess.run(cli(recipe_file, "--run-dir", run_dir), env=ENV, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 2
+    last = resumed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"{corpus / 'train.de'}: changed since this run started" in last, last
+    assert "Traceback" not in resumed.stderr
+    bookkeeping = (".ekd-edge.lock", "distill.log")   # the lock, and the log that records the refusal
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name not in bookkeeping} == \
+        {p: b for p, b in before.items() if p.name not in bookkeeping}

@@ -5,9 +5,11 @@ import shutil
 
 import pytest
 
-from ekd_edge.bench.adb import BUNDLE_FILES, AdbError, AdbRunner
-from ekd_edge.bench.arm import (EMULATED_LABEL, FAKE_CPUINFO, SITE_PACKAGES, ArmError, ArmRoot,
-                                agreement, find_qemu)
+from ekd_edge.bench.adb import BUNDLE_FILES, AdbRunner
+from ekd_edge.errors import AdbError
+from ekd_edge.bench.arm import (APP_EXTENSIONS, APP_ONNXRUNTIME, CPU_LIST, EMULATED_LABEL, FAKE_CPUINFO,
+                                SITE_PACKAGES, WHEELS, WHEELS_STAMP, ArmError, ArmRoot, X86Env, X86Python,
+                                agreement, find_qemu, in_ci)
 
 
 def test_qemu_command_runs_the_roots_python(tmp_path):
@@ -29,7 +31,55 @@ def test_root_build_commands(tmp_path):
     assert pip[:3] == ["python", "-m", "pip"] and "download" in pip
     assert "manylinux_2_28_aarch64" in pip and "--only-binary=:all:" in pip
     assert pip[pip.index("--python-version") + 1] == "3.11"
-    assert "onnxruntime==1.32.0" in pip
+    # the Android app's runtime, exactly (tests/test_android_contract.py ties it to the Gradle file)
+    assert f"onnxruntime=={APP_ONNXRUNTIME}" in pip and f"onnxruntime-extensions=={APP_EXTENSIONS}" in pip
+
+
+def _fake_root(path, wheels=WHEELS):
+    (path / "usr/bin").mkdir(parents=True)
+    (path / "usr/bin/python3.11").write_text("")
+    (path / "proc").mkdir()
+    (path / "proc/cpuinfo").write_text(FAKE_CPUINFO)
+    (path / CPU_LIST).parent.mkdir(parents=True)
+    (path / CPU_LIST).write_text("0\n")
+    (path / SITE_PACKAGES.lstrip("/") / "onnxruntime").mkdir(parents=True)
+    (path / WHEELS_STAMP.lstrip("/")).write_text("\n".join(wheels) + "\n")
+    return path
+
+
+def test_a_root_with_other_wheels_is_not_ready(tmp_path):
+    assert ArmRoot(_fake_root(tmp_path / "ok")).is_ready()
+    old = ArmRoot(_fake_root(tmp_path / "old", wheels=("onnxruntime==1.32.0", "numpy", "onnxruntime-extensions==0.15.2")))
+    assert old.has_base() and not old.is_ready()
+    no_cpu_list = _fake_root(tmp_path / "no-cpu-list")
+    (no_cpu_list / CPU_LIST).unlink()
+    assert not ArmRoot(no_cpu_list).is_ready()
+
+
+def test_x86_runners(tmp_path):
+    assert X86Python("/opt/py/bin/python").run_command(["s.py", "1"]) == ["/opt/py/bin/python", "s.py", "1"]
+    emulated = X86Python("/opt/py/bin/python", cpu="Haswell", qemu="/usr/bin/qemu-x86_64-static")
+    assert emulated.run_command(["s.py"]) == ["/usr/bin/qemu-x86_64-static", "-cpu", "Haswell",
+                                              "/opt/py/bin/python", "s.py"]
+    assert emulated.run_env()["OMP_NUM_THREADS"] == "1"
+    env = X86Env(tmp_path / "env")
+    assert not env.is_ready()
+    (tmp_path / "env/bin").mkdir(parents=True)
+    (tmp_path / "env/bin/python").write_text("")
+    (tmp_path / "env/wheels.txt").write_text("onnxruntime==1.32.0\n")
+    assert not env.is_ready()
+    (tmp_path / "env/wheels.txt").write_text("\n".join(WHEELS))
+    assert env.is_ready() and env.runner("Haswell").run_command([])[:3] == ["qemu-x86_64-static", "-cpu", "Haswell"]
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("1", True), ("", False), ("false", False),
+                                             ("0", False), (None, False)])
+def test_ci_is_read_from_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", value)
+    assert in_ci() is expected
 
 
 def test_fake_cpuinfo_describes_an_arm_core():
@@ -86,19 +136,23 @@ def test_adb_missing_is_a_clear_error(tmp_path):
         runner.greedy_ids(tmp_path, [[1, 2]])
 
 
-@pytest.mark.skipif(not ArmRoot().is_ready() or shutil.which("qemu-aarch64-static") is None,
-                    reason="needs the cached aarch64 root (python benchmarks/arm_agreement.py --build-root)")
-def test_roots_python_is_aarch64_with_onnxruntime():
-    done = ArmRoot().run_python(["-c", "import json, platform, onnxruntime; "
-                                       "print(json.dumps([platform.machine(), onnxruntime.__version__]))"])
-    assert json.loads(done.stdout) == ["aarch64", "1.32.0"]
+def test_roots_python_is_aarch64_with_the_apps_onnxruntime():
+    if not ArmRoot().is_ready() or shutil.which("qemu-aarch64-static") is None:
+        message = "needs the cached aarch64 root (`python -m ekd_edge.bench.arm ensure`, run by `make test`)"
+        if in_ci():
+            pytest.fail(message + "; CI is set, so a missing root is a failure")
+        pytest.skip(message)
+    done = ArmRoot().run_python(["-c", "import json, platform, onnxruntime, onnxruntime_extensions; "
+                                       "print(json.dumps([platform.machine(), onnxruntime.__version__, "
+                                       "onnxruntime_extensions.__version__]))"])
+    assert json.loads(done.stdout) == ["aarch64", APP_ONNXRUNTIME, APP_EXTENSIONS]
 
 
 def test_plain_onnxruntime_loop_matches_the_bundle_translator(tmp_path, nano_checkpoint, lo_valid):
     """ort_greedy.py (what runs under qemu or on a device) decodes what OnnxTranslator decodes."""
     from ekd_edge.bench.arm import greedy_ids
     from ekd_edge.export import export_bundle
-    from ekd_edge.export.bundle import OnnxTranslator
+    from ekd_edge.runtime.onnx_engine import OnnxTranslator
 
     bundle = tmp_path / "bundle"
     export_bundle(nano_checkpoint, bundle, parity_texts=None)
@@ -110,3 +164,17 @@ def test_plain_onnxruntime_loop_matches_the_bundle_translator(tmp_path, nano_che
     assert result["ids"] == expected
     assert len(result["seconds"]) == len(texts) and result["machine"]
     assert len({tuple(e) for e in expected}) > 1  # the outputs depend on the input
+
+
+@pytest.mark.parametrize("ci, status", [("true", 1), ("", 0)])
+def test_ensure_fails_in_ci_only(monkeypatch, tmp_path, capsys, ci, status):
+    """`make test` stops when the app runtimes cannot be built in CI; elsewhere their tests skip."""
+    import ekd_edge.bench.arm as arm
+
+    def broken(*args, **kwargs):
+        raise ArmError("no network")
+
+    monkeypatch.setattr(arm, "ensure", broken)
+    monkeypatch.setenv("CI", ci)
+    assert arm.main(["ensure", "--root", str(tmp_path / "r"), "--x86-env", str(tmp_path / "e")]) == status
+    assert "no network" in capsys.readouterr().out

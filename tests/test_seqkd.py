@@ -7,7 +7,7 @@ import pytest
 from ekd_edge.data.tokenizer import load_tokenizer
 from ekd_edge.distill.seqkd import (SeqKDSettings, beam_decode, closest_by_chrf, distill_targets,
                                     distilled_pairs)
-from ekd_edge.distill.trainer import greedy_translate
+from ekd_edge.runtime.torch_engine import TorchTranslator
 from ekd_edge.models import load_model
 
 
@@ -23,7 +23,7 @@ def test_closest_by_chrf_picks_the_hypothesis_nearest_the_reference():
 def test_one_beam_equals_greedy(setup):
     tokenizer, teacher, src, refs = setup
     beam = beam_decode(teacher, tokenizer, src, refs, SeqKDSettings(beams=1, max_new_tokens=16))
-    assert beam == greedy_translate(teacher, tokenizer, src, max_new_tokens=16)
+    assert beam == TorchTranslator.from_model(teacher, tokenizer).translate(src, max_new_tokens=16)
 
 
 def test_seq_inter_is_never_farther_from_the_reference_than_the_top_beam(setup):

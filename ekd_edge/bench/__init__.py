@@ -10,7 +10,7 @@ import gc
 import json
 from pathlib import Path
 
-from ekd_edge.bench.quality import score
+from ekd_edge.metrics import score
 from ekd_edge.bench.report import rich_table, write_report
 from ekd_edge.bench.signature import data_signature, environment_signature, with_run_context
 from ekd_edge.bench.speed import latency_summary, measure_latency, percentile
@@ -52,8 +52,14 @@ def _is_onnx_file(path: Path) -> bool:
 
 
 def model_size_mb(path: str | Path) -> float:
-    """Size on disk in MiB of what inference loads: a bundle's ONNX files, or a checkpoint's weights."""
+    """Size on disk in MiB of what inference loads — the one size rule of every report.
+
+    A bundle: its ONNX graphs (with external data) or CTranslate2's model.bin; a checkpoint: its
+    model.safetensors; a single model file: that file. Tokenizer and metadata files never count.
+    """
     path = Path(path)
+    if path.is_file():
+        return path.stat().st_size / _MIB
     if _is_bundle(path):
         files = [p for p in path.rglob("*") if _is_onnx_file(p)]
         if not files and (path / "ct2" / "model.bin").is_file():  # a CTranslate2 bundle
@@ -151,7 +157,7 @@ def benchmark_model(path, src: list[str], refs: list[str], *, name: str, role: s
     is capped by the model's ``max_position_embeddings``. ``progress`` receives short status texts.
     """
     from ekd_edge.bench.probe import measure_peak_rss
-    from ekd_edge.translate import load_translator
+    from ekd_edge.runtime import load_translator
 
     say = progress or (lambda message: None)
     path = Path(path)

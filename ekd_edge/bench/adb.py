@@ -18,14 +18,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ekd_edge.errors import EkdError
+from ekd_edge.errors import AdbError
 
 BUNDLE_FILES = ("config.json", "encoder_model.onnx", "decoder_model_merged.onnx")
 DEVICE_LABEL = "device (adb)"
-
-
-class AdbError(EkdError):
-    """adb is missing, no device is attached, or the run on the device failed."""
 
 
 @dataclass

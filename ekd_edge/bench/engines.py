@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ekd_edge.bench import model_size_mb
 from ekd_edge.bench.speed import latency_summary, percentile
 
 _MIB = 1024 * 1024
@@ -31,40 +32,16 @@ class EngineSpec:
     """One engine to compare: ``kind`` picks the loader, ``path`` is what it loads."""
 
     name: str      # "onefile-int8"
-    kind: str      # pytorch | onnxruntime | onefile | ctranslate2
+    kind: str      # an engine of ekd_edge.runtime.ENGINES
     path: Path
     precision: str  # fp32 | int8
 
 
 def load_engine(spec: EngineSpec, threads: int | None):
     """A translator for ``spec`` with ``threads`` intra-op threads (None: the engine's default)."""
-    if spec.kind == "pytorch":
-        from ekd_edge.translate import TorchTranslator
+    from ekd_edge.runtime import load_translator
 
-        return TorchTranslator(spec.path, threads=threads)
-    if spec.kind == "onnxruntime":
-        from ekd_edge.export.bundle import OnnxTranslator
-
-        return OnnxTranslator(spec.path, threads=threads)
-    if spec.kind == "onefile":
-        from ekd_edge.export.onefile import OneFileTranslator
-
-        return OneFileTranslator(spec.path, threads=threads)
-    if spec.kind == "ctranslate2":
-        from ekd_edge.export.ct2 import Ct2Translator
-
-        return Ct2Translator(spec.path, threads=threads)
-    raise ValueError(f"unknown engine kind {spec.kind!r}")
-
-
-def size_on_disk_mb(path: Path) -> float:
-    """MiB of what the engine loads: weights and graphs, without tokenizer or metadata files."""
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size / _MIB
-    weights = (".onnx", ".onnx_data", ".onnx.data", ".safetensors", ".bin")
-    files = [p for p in path.rglob("*") if p.is_file() and p.name.endswith(weights)]
-    return sum(p.stat().st_size for p in files) / _MIB
+    return load_translator(spec.path, threads=threads, engine=spec.kind)
 
 
 def pair_ratios(numerator_s: list[float], denominator_s: list[float]) -> dict:
@@ -97,15 +74,8 @@ def timed_translate(translator, text: str, max_new_tokens: int) -> tuple[str, in
     A one-file model tokenises and detokenises inside its graph; the other engines do it around
     ``generate_ids`` with their tokenizer. Both are timed whole.
     """
-    session = getattr(translator, "session", None)
-    if session is not None and not hasattr(translator, "tokenizer"):
-        from ekd_edge.export.onefile import run_onefile
-        from ekd_edge.translate import _strip
-
-        texts, rows = run_onefile(session, [text], max_new_tokens=max_new_tokens)
-        return texts[0], len(_strip([int(i) for i in rows[0]], translator.pad_id, translator.eos_id))
-    ids = translator.generate_ids([text], max_new_tokens, 1)[0]
-    return translator.tokenizer.decode(ids, skip_special_tokens=True), len(ids)
+    texts, ids = translator.translate_with_ids([text], max_new_tokens, 1)
+    return texts[0], len(ids[0])
 
 
 def interleaved_latency(translators: dict, texts: list[str], warmup: int = 5, max_new_tokens: int = 128,
@@ -146,7 +116,7 @@ def probe_engine(spec: EngineSpec, src_file: Path, n: int, threads: int | None, 
     command = probe_command(spec, src_file, n, threads, max_new_tokens)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        from ekd_edge.bench.probe import ProbeError
+        from ekd_edge.errors import ProbeError
 
         raise ProbeError(f"{spec.path}: engine probe failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -190,7 +160,7 @@ def compare_engines(specs: list[EngineSpec], texts: list[str], threads: int | No
     engines = {}
     for spec in specs:
         row = {"kind": spec.kind, "precision": spec.precision, "path": str(spec.path),
-               "size_mb": size_on_disk_mb(spec.path), **summarise(timings[spec.name])}
+               "size_mb": model_size_mb(spec.path), **summarise(timings[spec.name])}
         if src_file is not None:
             row.update({k: v for k, v in probe_engine(spec, src_file, probe_sentences, threads, max_new_tokens).items()
                         if k in ("load_s", "peak_rss_mb", "rss_source")})

@@ -6,8 +6,6 @@ import base64
 import html
 import json
 
-from ekd_edge.bench.pareto import stage_lines, table_rows
-
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; font-size: 0.9em; }
@@ -19,8 +17,8 @@ dl { font-size: 0.85em; } dt { font-weight: 600; } dd { margin: 0 0 0.4em 1em; f
 """
 
 
-def render_html(report: dict, png: bytes) -> str:
-    header, body = table_rows(report)
+def render_html(report: dict, png: bytes, header: list[str], body: list[list[str]], stage_lines: list[str]) -> str:
+    """The page for ``report``: its table (``header``, ``body``), stage lines and the embedded plot."""
     numeric = {i for i, h in enumerate(header) if h not in ("Pareto", "Name", "Role", "Variant", "Engine")}
     esc = html.escape
     rows_html = []
@@ -32,7 +30,7 @@ def render_html(report: dict, png: bytes) -> str:
         f"<dt>{esc(str(k))}</dt><dd>{esc(json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v))}</dd>"
         for k, v in report["signature"].items())
     image = base64.b64encode(png).decode("ascii")
-    stages = "".join(f"<li>{esc(line)}</li>" for line in stage_lines(report)) or "<li>no student stages</li>"
+    stages = "".join(f"<li>{esc(line)}</li>" for line in stage_lines) or "<li>no student stages</li>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(report['title'])}</title><style>{_STYLE}</style></head>
 <body>

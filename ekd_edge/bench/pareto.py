@@ -14,11 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from ekd_edge.errors import EkdError
-
-
-class ReportError(EkdError):
-    """A run has no benchmark report to read, or one that cannot be used."""
+from ekd_edge.errors import ReportError
 
 
 def _finite(value) -> bool:
@@ -164,9 +160,9 @@ def render_pareto_png(report: dict) -> bytes:
                  fontsize=9, color="#444444")
     fig.tight_layout()
     # labels are placed against the final layout, moved around their point to avoid each other
-    from ekd_edge.bench.report import _place_labels
+    from ekd_edge.bench.report import place_labels
 
-    _place_labels(fig, ax, rows)
+    place_labels(fig, ax, rows)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -220,16 +216,17 @@ def render_markdown(report: dict, png_name: str = "pareto.png") -> str:
 def write_stage_report(run_dir, out_dir=None) -> dict:
     """Write pareto.json, pareto.md, pareto.png and pareto.html for RUN (default: RUN/report/)."""
     from ekd_edge.bench.html import render_html
-    from ekd_edge.bench.report import _json_safe, atomic_write
+    from ekd_edge.bench.report import REPORT_FORMAT, check_report_destination, json_safe
+    from ekd_edge.files import write_bytes_atomic, write_json_atomic
 
     report = build_report(load_run_report(run_dir))
     source = Path(run_dir)
     out = Path(out_dir) if out_dir else (source.parent if source.is_file() else source / "report")
-    out.mkdir(parents=True, exist_ok=True)
-    png = render_pareto_png(report)
     paths = {"json": out / "pareto.json", "md": out / "pareto.md", "png": out / "pareto.png", "html": out / "pareto.html"}
-    atomic_write(paths["json"], (json.dumps(_json_safe(report), indent=2, ensure_ascii=False) + "\n").encode())
-    atomic_write(paths["png"], png)
-    atomic_write(paths["md"], render_markdown(report, paths["png"].name).encode())
-    atomic_write(paths["html"], render_html(report, png).encode())
+    check_report_destination(out, list(paths.values()), paths["json"])
+    png = render_pareto_png(report)
+    write_json_atomic(paths["json"], json_safe({"format": REPORT_FORMAT, **report}))
+    write_bytes_atomic(paths["png"], png)
+    write_bytes_atomic(paths["md"], render_markdown(report, paths["png"].name).encode())
+    write_bytes_atomic(paths["html"], render_html(report, png, *table_rows(report), stage_lines(report)).encode())
     return {"paths": paths, "report": report}

@@ -22,11 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ekd_edge.errors import EkdError
-
-
-class ProbeError(EkdError):
-    """The memory probe subprocess failed or printed nothing usable."""
+from ekd_edge.errors import EkdError, ProbeError
 
 
 def peak_rss_mib() -> tuple[float, str]:
@@ -48,7 +44,7 @@ def peak_rss_mib() -> tuple[float, str]:
 
 def run_probe(path: str, src: str, n: int | None, threads: int | None, max_new_tokens: int) -> dict:
     from ekd_edge.data.corpus import read_lines
-    from ekd_edge.translate import load_translator
+    from ekd_edge.runtime import load_translator
 
     lines = read_lines(src)
     if n is not None:

@@ -10,9 +10,10 @@ import io
 import itertools
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from ekd_edge.errors import EkdError
+from ekd_edge.files import write_bytes_atomic, write_json_atomic
 
 MARKERS = {"pytorch": "o", "fp32": "s", "int8": "^"}
 _SPARE_MARKERS = ("D", "v", "P", "X", "*", "h")
@@ -174,7 +175,7 @@ _LABEL_SLOTS = (((7, 6), "left"), ((7, -14), "left"), ((-7, 6), "right"), ((-7, 
                 ((7, 18), "left"), ((-7, 18), "right"), ((7, -26), "left"), ((-7, -26), "right"))
 
 
-def _place_labels(fig, ax, points: list[dict]) -> None:
+def place_labels(fig, ax, points: list[dict]) -> None:
     """Label every point with name (variant), moving a label around its point to avoid earlier ones
     and to stay inside the plot."""
     renderer = fig.canvas.get_renderer()
@@ -268,36 +269,44 @@ def render_png(rows: list[dict], signature: dict, title: str) -> bytes:
     ax.autoscale_view()
     fig.tight_layout()
     # labels are placed against the final layout: their positions are measured on screen
-    _place_labels(fig, ax, points)
+    place_labels(fig, ax, points)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN/inf are not JSON: they become null rather than an unreadable file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+REPORT_FORMAT = "ekd-edge-report"
+
+
+def check_report_destination(out_dir: Path, outputs: list[Path], marker: Path) -> None:
+    """Files of ``outputs`` that exist are replaced only when ``marker`` (a JSON report) says ekd-edge wrote them."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EkdError(f"{out_dir}: exists and is not a directory; give a directory for the report")
+    existing = [p for p in outputs if p.exists()]
+    if not existing:
+        return
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        payload = json.loads(marker.read_text())
+        ours = isinstance(payload, dict) and (payload.get("format") == REPORT_FORMAT
+                                              or {"signature", "rows"} <= set(payload))
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise EkdError(f"{existing[0]}: exists and was not written by ekd-edge; refusing to overwrite it "
+                       "(choose another --out)")
 
 
 def write_report(rows: list[dict], out_dir: str | Path, signature: dict, title: str = "ekd-edge benchmark") -> dict:
@@ -306,10 +315,10 @@ def write_report(rows: list[dict], out_dir: str | Path, signature: dict, title: 
     if not rows:
         raise ValueError("no benchmark rows to report")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "png": out_dir / "report.png"}
-    payload = _json_safe({"title": title, "signature": signature, "rows": rows})
-    atomic_write(paths["json"], (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    atomic_write(paths["md"], render_markdown(rows, signature, title).encode("utf-8"))
-    atomic_write(paths["png"], render_png(rows, signature, title))
+    check_report_destination(out_dir, list(paths.values()), paths["json"])
+    payload = json_safe({"format": REPORT_FORMAT, "title": title, "signature": signature, "rows": rows})
+    write_json_atomic(paths["json"], payload)
+    write_bytes_atomic(paths["md"], render_markdown(rows, signature, title).encode("utf-8"))
+    write_bytes_atomic(paths["png"], render_png(rows, signature, title))
     return paths

@@ -55,19 +55,15 @@ def measure_latency(translator, texts: list[str], warmup: int = 5, max_new_token
     if not texts:
         raise ValueError("no sentences to time")
     for i in range(max(0, warmup)):
-        translator.generate_ids([texts[i % len(texts)]], max_new_tokens, 1)
-    # the one-file model detokenises inside its graph and has no Python tokenizer
-    tokenizer = getattr(translator, "tokenizer", None)
+        translator.translate_with_ids([texts[i % len(texts)]], max_new_tokens, 1)
     seconds, tokens = [], 0
     # a collection pause inside one timed sentence would show up as a fake tail latency
     gc.collect()
     for text in texts:
         start = time.perf_counter()
-        ids = translator.generate_ids([text], max_new_tokens, 1)[0]
-        if tokenizer is not None:
-            tokenizer.decode(ids, skip_special_tokens=True)
+        _, ids = translator.translate_with_ids([text], max_new_tokens, 1)   # text in, text out
         seconds.append(time.perf_counter() - start)
-        tokens += len(ids)
+        tokens += len(ids[0])
     total = sum(seconds)
     summary = latency_summary(seconds)
     summary.update(

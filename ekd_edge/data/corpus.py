@@ -135,6 +135,11 @@ def read_lines(path: str | Path) -> list[str]:
         raise CorpusError(f"{path}: file not found") from None
     except (OSError, lzma.LZMAError) as exc:
         raise CorpusError(f"{path}: cannot read ({exc})") from None
+    return decode_lines(raw, str(path))
+
+
+def decode_lines(raw: bytes, name: str) -> list[str]:
+    """UTF-8 lines of ``raw`` without line ends; invalid UTF-8 is a CorpusError naming ``name``:line."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     lines = raw.split(b"\n")
@@ -146,7 +151,7 @@ def read_lines(path: str | Path) -> list[str]:
             out.append(line.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as exc:
             raise CorpusError(
-                f"{path}:{number}: invalid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+                f"{name}:{number}: invalid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
             ) from None
     return out
 

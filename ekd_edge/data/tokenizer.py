@@ -13,7 +13,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from ekd_edge.errors import CheckpointError
+from ekd_edge.errors import CheckpointError, RecipeError
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -28,6 +28,24 @@ def train_tokenizer(texts, out_dir: str | Path, vocab_size: int, seed_sentences:
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / "joint"
     texts = [t for t in texts if t.strip()]
+    try:
+        _train_sentencepiece(spm, texts, prefix, vocab_size, seed_sentences)
+    except RuntimeError as exc:   # SentencePiece's own checks, e.g. a vocabulary the corpus cannot fill
+        detail = " ".join(str(exc).split()).removeprefix("Internal: ")
+        raise RecipeError(f"[tokenizer] vocab_size {vocab_size}: SentencePiece cannot build this vocabulary from "
+                          f"the corpus ({detail[:200]})") from None
+    processor = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
+    vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    shutil.copy(f"{prefix}.model", out_dir / "source.spm")
+    shutil.move(f"{prefix}.model", out_dir / "target.spm")
+    Path(f"{prefix}.vocab").unlink(missing_ok=True)
+    tokenizer = _marian_tokenizer(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def _train_sentencepiece(spm, texts, prefix, vocab_size, seed_sentences):
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts),
         model_prefix=str(prefix),
@@ -41,15 +59,6 @@ def train_tokenizer(texts, out_dir: str | Path, vocab_size: int, seed_sentences:
         num_threads=2,
         minloglevel=2,
     )
-    processor = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
-    vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
-    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    shutil.copy(f"{prefix}.model", out_dir / "source.spm")
-    shutil.move(f"{prefix}.model", out_dir / "target.spm")
-    Path(f"{prefix}.vocab").unlink(missing_ok=True)
-    tokenizer = _marian_tokenizer(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return tokenizer
 
 
 def _marian_tokenizer(directory: Path):

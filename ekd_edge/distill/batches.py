@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from ekd_edge.data.tokenizer import PAD_ID, TOKENIZER_FILES
 from ekd_edge.distill.losses import IGNORE
 from ekd_edge.errors import EkdError
+from ekd_edge.files import staging_dir
 from ekd_edge.hashing import file_sha256
 
 
@@ -211,8 +211,7 @@ def _open_or_build(final: Path, tokenizer, src, tgt, max_length, truncate_to, ch
         except EkdError as err:
             console.log(f"{err}: rebuilding it")
             shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = staging_dir(final)   # a killed build's leftover (tokens.raw) is removed here by the next one
     try:
         meta = _write_tokens(tmp, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
         meta["key"] = final.name.removeprefix("pairs-")

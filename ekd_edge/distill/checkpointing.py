@@ -99,3 +99,8 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def is_done(model_dir: Path) -> bool:
+    """A model is finished once its directory holds weights and metrics.json (written last, atomically)."""
+    return (model_dir / "metrics.json").is_file() and (model_dir / "model.safetensors").is_file()

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ekd_edge.defaults import DEFAULT_CORPUS
 from ekd_edge.errors import EkdError
 
 GROUPS = ("teachers", "students", "baselines", "methods")
@@ -94,8 +95,8 @@ def compare_run(run_dir: str | Path, split: str = "test", sentences: int = 0, sa
     from ekd_edge.console import console
     from ekd_edge.data.corpus import load_corpus
     from ekd_edge.data.tokenizer import load_tokenizer
-    from ekd_edge.distill.trainer import greedy_translate
     from ekd_edge.models import count_parameters, load_model
+    from ekd_edge.runtime.torch_engine import TorchTranslator
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").is_file():
@@ -104,7 +105,7 @@ def compare_run(run_dir: str | Path, split: str = "test", sentences: int = 0, sa
     if not models:
         raise EkdError(f"{run_dir}: no finished models to compare")
     data = tomllib.loads((run_dir / "recipe.toml").read_text()).get("data", {})
-    corpus = load_corpus(data.get("corpus", "lo-help-en-de"), data.get("src_lang") or None,
+    corpus = load_corpus(data.get("corpus", DEFAULT_CORPUS), data.get("src_lang") or None,
                          data.get("tgt_lang") or None)
     text = corpus.split(split).head(sentences or None)
     reference = reference or default_reference(models)
@@ -114,7 +115,8 @@ def compare_run(run_dir: str | Path, split: str = "test", sentences: int = 0, sa
     for name, role, path in models:
         start = time.perf_counter()
         model = load_model(path)
-        hyps[name] = greedy_translate(model, load_tokenizer(path), text.src, max_new_tokens)
+        hyps[name] = TorchTranslator.from_model(model, load_tokenizer(path), path).translate(
+            text.src, max_new_tokens=max_new_tokens)
         info[name] = (role, count_parameters(model), round(time.perf_counter() - start, 2))
         console.log(f"compare: translated {len(text)} {split} sentences with {name}")
     stats = paired_bootstrap(hyps, text.tgt, reference, samples)

@@ -83,10 +83,6 @@ def wrap_model(model):
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def unwrap(model):
-    return getattr(model, "module", model)
-
-
 def shard_range(n: int, rank: int | None = None, world_size: int | None = None) -> range:
     """This rank's contiguous slice of ``n`` items (sizes differ by at most one).
 

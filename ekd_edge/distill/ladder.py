@@ -17,63 +17,79 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ekd_edge.console import console
+from ekd_edge.console import console, log_to
 from ekd_edge.data.corpus import load_corpus
-from ekd_edge.data.tokenizer import load_tokenizer, train_tokenizer, vocab_fingerprint
+from ekd_edge.data.tokenizer import copy_tokenizer, load_tokenizer, train_tokenizer, vocab_fingerprint
 from ekd_edge.distill import distributed
-from ekd_edge.distill.batches import BatchStream, tokenize_to_disk, truncate_pairs  # noqa: F401 (re-exported)
-from ekd_edge.distill.checkpointing import ProgressFile
+from ekd_edge.distill.batches import BatchStream, tokenize_to_disk
+from ekd_edge.distill.checkpointing import ProgressFile, is_done
 from ekd_edge.distill.methods import plan_stage, run_baselines
-from ekd_edge.distill.recipe import Recipe
+from ekd_edge.distill.recipe import Recipe, check_copy_init, with_lr
 from ekd_edge.distill.trainer import evaluate, train
-from ekd_edge.errors import EkdError
+from ekd_edge.distill.identity import check_run_identity, check_tokenizer, data_identity, teacher_identity
+from ekd_edge.errors import CorpusError, EkdError, RecipeError
+from ekd_edge.files import LOCK_NAME, RunLock, replace_dir, staged, write_json_atomic, write_text_atomic
 from ekd_edge.models import build_model, count_parameters, load_model, save_model
 from ekd_edge.models.checkpoint import check_checkpoint, check_same_vocab
-
-
-def with_lr(settings, lr: float):
-    """The training settings with a per-model learning rate, when the recipe gives one."""
-    return replace(settings, lr=lr) if lr else settings
-
-
-def is_done(model_dir: Path) -> bool:
-    return (model_dir / "metrics.json").is_file() and (model_dir / "model.safetensors").is_file()
 
 
 def prepare_run_dir(run_dir: Path, recipe: Recipe, recipe_text: str, write: bool = True) -> None:
     """Create the run directory, or check that an existing one belongs to the same recipe."""
     marker = run_dir / "recipe.toml"
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name not in (LOCK_NAME, "distill.log") for p in run_dir.iterdir()):
         if not marker.is_file():
             raise EkdError(f"{run_dir}: exists and holds files that are not an ekd-edge run; choose another --run-dir")
         if marker.read_text() != recipe_text:
             raise EkdError(f"{run_dir}: holds a run of a different recipe; choose another --run-dir or delete it")
     if write and not marker.is_file():  # an existing marker holds this very text: leave it untouched
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / ".recipe.toml.tmp"
-        tmp.write_text(recipe_text)
-        tmp.replace(marker)
+        write_text_atomic(marker, recipe_text)
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bool = False,
-               baselines: bool = False) -> dict:
+               baselines: bool = False, only: list[str] | None = None) -> dict:
     """Train every model of the recipe that is not finished yet; return the run summary.
 
     A model interrupted mid-training continues from its progress checkpoint (checkpointing.py);
-    ``resume`` only insists that ``run_dir`` already holds this recipe's run. Under torchrun every
+    ``resume`` only insists that ``run_dir`` already holds this recipe's run. ``only`` names the
+    teachers to train now (nothing else is trained): teachers of one run on several machines. Under torchrun every
     rank runs this function; rank 0 alone writes (distributed.py).
     """
     run_dir = Path(run_dir)
     ctx = distributed.context()
+    unknown = sorted(set(only or ()) - {t.name for t in recipe.teachers})
+    if unknown:
+        raise EkdError(f"--only: no teacher named {', '.join(unknown)} in {recipe.source}"
+                       f" (teachers: {', '.join(t.name for t in recipe.teachers)})")
     if resume and not (run_dir / "recipe.toml").is_file():
         raise EkdError(f"{run_dir}: nothing to resume (no recipe.toml); run without --resume to start")
     prepare_run_dir(run_dir, recipe, recipe_text, write=False)  # refuse a foreign directory first
+    if not ctx.is_main:
+        return _run_locked(recipe, run_dir, recipe_text, baselines, only)
+    # One process per run directory: a second one would train the same model from the same progress file.
+    created = not run_dir.exists()
+    try:
+        with RunLock(run_dir, on_stale=console.log), log_to(run_dir / "distill.log"):
+            return _run_locked(recipe, run_dir, recipe_text, baselines, only)
+    except EkdError:
+        # Refused before any model trained (e.g. no pair fits max_length): a directory this call
+        # created holds only its own bookkeeping, so the corrected recipe can start afresh there.
+        if created and not any((run_dir / part).exists() for part in ("teachers", "students", "baselines")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:  # a run refused before it wrote anything leaves no directory behind
+        if created and run_dir.is_dir() and all(p.name in (LOCK_NAME, "distill.log") for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: bool, only: list[str] | None) -> dict:
+    ctx = distributed.context()
     started = time.perf_counter()
     if recipe.training.threads:
         torch.set_num_threads(recipe.training.threads)
@@ -82,34 +98,60 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
     corpus = load_corpus(recipe.data.corpus, recipe.data.src_lang or None, recipe.data.tgt_lang or None)
     train_text = corpus.split("train", empty=recipe.data.empty_lines).head(recipe.data.max_train_pairs or None)
     valid = corpus.split("valid", empty=recipe.data.empty_lines).head(recipe.data.valid_sentences)
+    for split, text in (("train", train_text), ("valid", valid)):
+        if not len(text):
+            raise CorpusError(f"{corpus.files[split][0]}: no sentence pairs in the {split} split "
+                              f"(the file is empty{' or every pair was empty' if text.skipped_empty else ''})")
     console.log(f"data: {corpus.name} train {len(train_text):,} pairs"
                 + (f" ({train_text.skipped_empty} empty skipped)" if train_text.skipped_empty else "")
                 + f", valid subset {len(valid)}")
-    prepare_run_dir(run_dir, recipe, recipe_text, write=ctx.is_main)  # the data is sound: now write
-    distributed.barrier()
+    for teacher in recipe.teachers:   # given teachers are checked before anything is written
+        if teacher.checkpoint:
+            check_checkpoint(teacher.checkpoint)
+    current = {"recipe": recipe.name, "data": data_identity(corpus), "teachers": teacher_identity(recipe.teachers)}
+    identity = check_run_identity(run_dir, current, write=False)
 
+    # The tokenizer is trained before anything is written: a vocabulary the corpus cannot fill is a
+    # recipe mistake the user fixes and reruns, with no half-made run directory in the way.
     tokenizer_dir = run_dir / "tokenizer"
-    if ctx.is_main and not (tokenizer_dir / "vocab.json").is_file():
-        with console.status("training the joint SentencePiece tokenizer"):
-            tmp = run_dir / ".tokenizer.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            train_tokenizer(train_text.src + train_text.tgt, tmp, recipe.tokenizer.vocab_size)
-            tmp.rename(tokenizer_dir)
+    with tempfile.TemporaryDirectory(prefix="ekd-edge-tokenizer.") as scratch:
+        fresh = Path(scratch) / "tokenizer"
+        if ctx.is_main and not (tokenizer_dir / "vocab.json").is_file():
+            adopted = {t.name: t.checkpoint for t in recipe.teachers}.get(recipe.tokenizer.from_)
+            if adopted:   # the student speaks a given teacher's vocabulary
+                load_tokenizer(adopted)   # one line naming the checkpoint if it has no tokenizer
+                copy_tokenizer(adopted, fresh)
+                console.log(f"tokenizer: adopted from teacher {recipe.tokenizer.from_!r} ({adopted})")
+            else:
+                with console.status("training the joint SentencePiece tokenizer"):
+                    train_tokenizer(train_text.src + train_text.tgt, fresh, recipe.tokenizer.vocab_size)
+        prepare_run_dir(run_dir, recipe, recipe_text, write=ctx.is_main)  # the inputs are sound: now write
+        identity = check_run_identity(run_dir, current, write=ctx.is_main)
+        if fresh.is_dir():
+            with staged(tokenizer_dir) as tmp:
+                shutil.copytree(fresh, tmp, dirs_exist_ok=True)
+                replace_dir(tmp, tokenizer_dir)
     distributed.barrier()
     tokenizer = load_tokenizer(tokenizer_dir)
     vocab_size = len(tokenizer)
+    check_tokenizer(run_dir, identity, vocab_fingerprint(tokenizer_dir), write=ctx.is_main)
 
-    # Given teachers must speak the run's vocabulary: checked now, not after hours of training.
-    for teacher in recipe.teachers:
+    # Given teachers must speak the run's vocabulary, and fit the stage's method: checked now, not
+    # after hours of training.
+    for k, teacher in enumerate(recipe.teachers, start=1):
         if teacher.checkpoint:
-            check_checkpoint(teacher.checkpoint)
             check_same_vocab(teacher.checkpoint, tokenizer_dir)
+            if recipe.student is not None:
+                check_stage_fits(recipe, k, Path(teacher.checkpoint))
 
     # On disk, memory-mapped (batches.py): a large corpus never sits in Python lists; reused on restart.
     truncate_to = recipe.data.max_length if recipe.data.long_pairs == "truncate" else None
     pairs = tokenize_to_disk(tokenizer, train_text.src, train_text.tgt, long_pair_limit(recipe), run_dir / "cache",
                              truncate_to=truncate_to, description=f"tokenizing {len(train_text):,} training pairs")
     what = "truncated" if recipe.data.long_pairs == "truncate" else "dropped"
+    if not len(pairs):
+        raise RecipeError(f"{recipe.source} [data] max_length {recipe.data.max_length}: every one of the "
+                          f"{len(train_text):,} training pairs is longer; raise max_length or set long_pairs = \"truncate\"")
     console.log(f"tokenized: {len(pairs):,} pairs, {pairs.target_tokens():,} target tokens"
                 f" ({pairs.dropped_long} longer than {recipe.data.max_length} tokens {what})")
     stream = BatchStream(pairs, recipe.training.batch_tokens, recipe.seed)
@@ -130,6 +172,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
             "final_train_loss": round(result.final_loss, 4) if result else None,
             "valid": metrics,
             "vocab": vocab_fingerprint(tokenizer_dir),
+            "languages": {"src": corpus.src_lang, "tgt": corpus.tgt_lang},   # bundles carry it on (export)
             **extra,
         }
         save_model(model, out_dir, tokenizer_dir=tokenizer_dir, extra=record)
@@ -144,7 +187,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
     for i, teacher in enumerate(recipe.teachers):
         out_dir = run_dir / "teachers" / teacher.name
         teacher_dirs.append(Path(teacher.checkpoint) if teacher.checkpoint else out_dir)
-        if teacher.checkpoint or is_done(out_dir):
+        if teacher.checkpoint or is_done(out_dir) or (only and teacher.name not in only):
             continue
         model = build_model(teacher.size, vocab_size, seed=recipe.seed + i, dropout=dropout)
         result = train(model, stream, teacher.steps, with_lr(recipe.training, teacher.lr),
@@ -154,7 +197,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
         finish(model, out_dir, "teacher", result, {"size": teacher.size})
 
     previous: Path | None = None
-    for k, (teacher, teacher_dir) in enumerate(zip(recipe.teachers, teacher_dirs), start=1):
+    stages = [] if recipe.student is None or only else list(enumerate(zip(recipe.teachers, teacher_dirs), start=1))
+    for k, (teacher, teacher_dir) in stages:
         out_dir = run_dir / "students" / f"stage-{k}"
         if not is_done(out_dir):
             if previous is None:
@@ -175,19 +219,30 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
                     "distill": asdict(recipe.distill), "stage_method": plan.notes})
         previous = out_dir
 
-    if baselines:  # CE-only and direct-KD students with the ladder's total steps (methods.py)
+    if baselines and recipe.student is not None and not only:  # CE-only and direct-KD students with the ladder's total steps (methods.py)
         summary["baselines"] = run_baselines(recipe, run_dir, stream, vocab_size, teacher_dirs[-1], tokenizer_dir, finish)
 
     for teacher, teacher_dir in zip(recipe.teachers, teacher_dirs):
+        if only and not is_done(teacher_dir):
+            continue
         summary["teachers"][teacher.name] = _read_metrics(teacher_dir)
-    for k in range(1, len(recipe.teachers) + 1):
+    for k, _ in stages:
         summary["stages"][f"stage-{k}"] = _read_metrics(run_dir / "students" / f"stage-{k}")
     summary["wall_s_this_invocation"] = round(time.perf_counter() - started, 1)
     if ctx.is_main:
-        tmp = run_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(run_dir / "run.json")
+        write_json_atomic(run_dir / "run.json", summary)
     return summary
+
+
+def check_stage_fits(recipe: Recipe, k: int, teacher_dir: Path) -> None:
+    """A given teacher checkpoint must fit its stage's copy-init (only stage 1 copies weights)."""
+    if k != 1:
+        return
+    config = json.loads((teacher_dir / "config.json").read_text())
+    dims = {"d_model": config["d_model"], "ffn_dim": config["encoder_ffn_dim"],
+            "attention_heads": config["encoder_attention_heads"], "encoder_layers": config["encoder_layers"],
+            "decoder_layers": config["decoder_layers"]}
+    check_copy_init(recipe, dims, f"the teacher checkpoint {teacher_dir}")
 
 
 def long_pair_limit(recipe: Recipe) -> int:

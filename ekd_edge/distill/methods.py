@@ -23,67 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ekd_edge.errors import RecipeError
-
-METHODS = ("word_kd", "seq_kd", "speculative", "ce")
-
-
-@dataclass
-class StageSettings:
-    method: str = "word_kd"
-    teacher_cache_k: int = 0
-    seqkd_beams: int = 4
-    seqkd_nbest: int = 1
-    seqkd_mix: str = "distilled"
-    spec_k: int = 25
-    spec_block: int = 5
-    spec_student_temp: float = 1.0
-    spec_teacher_temp: float = 1.0
-    init: str = "warm"
-
-
-def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vocab_size: int, where: str) -> None:
-    """Reject combinations that cannot work, saying what to change."""
-    from ekd_edge.distill.copy_init import parse_init
-    from ekd_edge.distill.seqkd import MIXES
-    from ekd_edge.distill.teacher_cache import CACHED_LOSSES
-
-    if stages and len(stages) != teachers:
-        raise RecipeError(f"{where}: {len(stages)} [[stage]] tables for {teachers} teachers; give one per teacher or none")
-    defaults = StageSettings()
-    for k, s in enumerate(stages, start=1):
-        at = f"{where} [[stage]] #{k}"
-        if s.method not in METHODS:
-            raise RecipeError(f"{at}: method must be one of {', '.join(METHODS)}, got {s.method!r}")
-        if s.teacher_cache_k < 0 or s.teacher_cache_k > vocab_size:
-            raise RecipeError(f"{at}: teacher_cache_k must be in 0..{vocab_size} ([tokenizer] vocab_size; 0 = online teacher)")
-        if s.teacher_cache_k and s.method not in ("word_kd", "seq_kd"):
-            raise RecipeError(f"{at}: teacher_cache_k only applies to method = \"word_kd\" or \"seq_kd\"; remove it")
-        if s.teacher_cache_k and kd_loss not in CACHED_LOSSES:
-            raise RecipeError(f"{at}: [distill] loss = {kd_loss!r} needs every logit, so it cannot use a top-k cache; "
-                              f"set teacher_cache_k = 0 or loss to one of {', '.join(CACHED_LOSSES)}")
-        if s.method == "speculative" and kd_loss == "mse":
-            raise RecipeError(f"{at}: speculative KD compares distributions; set [distill] loss to a divergence, not \"mse\"")
-        for name in ("seqkd_beams", "seqkd_nbest", "seqkd_mix"):
-            if s.method != "seq_kd" and getattr(s, name) != getattr(defaults, name):
-                raise RecipeError(f"{at}: {name} only applies to method = \"seq_kd\"; remove it or change the method")
-        for name in ("spec_k", "spec_block", "spec_student_temp", "spec_teacher_temp"):
-            if s.method != "speculative" and getattr(s, name) != getattr(defaults, name):
-                raise RecipeError(f"{at}: {name} only applies to method = \"speculative\"; remove it or change the method")
-        checks = [
-            (s.seqkd_beams >= 1, "seqkd_beams must be >= 1"),
-            (1 <= s.seqkd_nbest <= s.seqkd_beams, "seqkd_nbest must be in 1..seqkd_beams"),
-            (s.seqkd_mix in MIXES, f"seqkd_mix must be one of {', '.join(MIXES)}"),
-            (1 <= s.spec_k <= vocab_size, f"spec_k must be in 1..{vocab_size}"),
-            (s.spec_block >= 1, "spec_block must be >= 1"),
-            (s.spec_student_temp > 0 and s.spec_teacher_temp > 0, "spec_student_temp and spec_teacher_temp must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise RecipeError(f"{at}: {message}")
-        if parse_init(s.init) is not None and k != 1:
-            raise RecipeError(f"{at}: init = {s.init!r} only applies to stage 1 (later stages warm-start "
-                              "from the previous student); remove it")
+from ekd_edge.distill.recipe import StageSettings
 
 
 @dataclass
@@ -157,8 +97,8 @@ def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_di
     ``finish(model, out_dir, role, result, extra)`` is the ladder's evaluate-and-save step, so the
     baselines are scored exactly like the EKD stages. Finished baselines are never retrained.
     """
-    from ekd_edge.distill.checkpointing import ProgressFile
-    from ekd_edge.distill.ladder import is_done, with_lr
+    from ekd_edge.distill.checkpointing import ProgressFile, is_done
+    from ekd_edge.distill.recipe import with_lr
     from ekd_edge.distill.trainer import train
     from ekd_edge.models import build_model, load_model
 

@@ -7,19 +7,20 @@ that say which key is wrong and what is allowed, so a typo never silently falls 
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
 from ekd_edge.distill.losses import KD_LOSSES
-from ekd_edge.distill.methods import StageSettings, validate_stages
+from ekd_edge.defaults import DEFAULT_CORPUS
 from ekd_edge.errors import RecipeError
 
 
 @dataclass
 class DataSettings:
-    corpus: str = "lo-help-en-de"
+    corpus: str = DEFAULT_CORPUS
     src_lang: str = ""
     tgt_lang: str = ""
     max_train_pairs: int = 0          # 0 = the whole training split
@@ -32,6 +33,7 @@ class DataSettings:
 @dataclass
 class TokenizerSettings:
     vocab_size: int = 8000
+    from_: str = ""                   # TOML key "from": a teacher (given by checkpoint) whose tokenizer the run adopts
 
 
 @dataclass
@@ -55,7 +57,8 @@ class TeacherSettings:
     size: str | dict | None = None
     steps: int = 0
     lr: float = 0.0                   # 0 = [training] lr
-    checkpoint: str = ""              # an existing HF Marian checkpoint using the run's tokenizer
+    checkpoint: str = ""              # an existing HF Marian checkpoint using the run's tokenizer;
+                                      # "package:teachers/…" names one shipped inside ekd_edge
 
 
 @dataclass
@@ -74,6 +77,67 @@ class DistillSettings:
     jsd_beta: float = 0.5
 
 
+METHODS = ("word_kd", "seq_kd", "speculative", "ce")
+
+
+@dataclass
+class StageSettings:
+    method: str = "word_kd"
+    teacher_cache_k: int = 0
+    seqkd_beams: int = 4
+    seqkd_nbest: int = 1
+    seqkd_mix: str = "distilled"
+    spec_k: int = 25
+    spec_block: int = 5
+    spec_student_temp: float = 1.0
+    spec_teacher_temp: float = 1.0
+    init: str = "warm"
+
+
+def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vocab_size: int, where: str) -> None:
+    """Reject combinations that cannot work, saying what to change."""
+    from ekd_edge.distill.copy_init import parse_init
+    from ekd_edge.distill.seqkd import MIXES
+    from ekd_edge.distill.teacher_cache import CACHED_LOSSES
+
+    if stages and len(stages) != teachers:
+        raise RecipeError(f"{where}: {len(stages)} [[stage]] tables for {teachers} teachers; give one per teacher or none")
+    defaults = StageSettings()
+    for k, s in enumerate(stages, start=1):
+        at = f"{where} [[stage]] #{k}"
+        if s.method not in METHODS:
+            raise RecipeError(f"{at}: method must be one of {', '.join(METHODS)}, got {s.method!r}")
+        if s.teacher_cache_k < 0 or s.teacher_cache_k > vocab_size:
+            raise RecipeError(f"{at}: teacher_cache_k must be in 0..{vocab_size} ([tokenizer] vocab_size; 0 = online teacher)")
+        if s.teacher_cache_k and s.method not in ("word_kd", "seq_kd"):
+            raise RecipeError(f"{at}: teacher_cache_k only applies to method = \"word_kd\" or \"seq_kd\"; remove it")
+        if s.teacher_cache_k and kd_loss not in CACHED_LOSSES:
+            raise RecipeError(f"{at}: [distill] loss = {kd_loss!r} needs every logit, so it cannot use a top-k cache; "
+                              f"set teacher_cache_k = 0 or loss to one of {', '.join(CACHED_LOSSES)}")
+        if s.method == "speculative" and kd_loss == "mse":
+            raise RecipeError(f"{at}: speculative KD compares distributions; set [distill] loss to a divergence, not \"mse\"")
+        for name in ("seqkd_beams", "seqkd_nbest", "seqkd_mix"):
+            if s.method != "seq_kd" and getattr(s, name) != getattr(defaults, name):
+                raise RecipeError(f"{at}: {name} only applies to method = \"seq_kd\"; remove it or change the method")
+        for name in ("spec_k", "spec_block", "spec_student_temp", "spec_teacher_temp"):
+            if s.method != "speculative" and getattr(s, name) != getattr(defaults, name):
+                raise RecipeError(f"{at}: {name} only applies to method = \"speculative\"; remove it or change the method")
+        checks = [
+            (s.seqkd_beams >= 1, "seqkd_beams must be >= 1"),
+            (1 <= s.seqkd_nbest <= s.seqkd_beams, "seqkd_nbest must be in 1..seqkd_beams"),
+            (s.seqkd_mix in MIXES, f"seqkd_mix must be one of {', '.join(MIXES)}"),
+            (1 <= s.spec_k <= vocab_size, f"spec_k must be in 1..{vocab_size}"),
+            (s.spec_block >= 1, "spec_block must be >= 1"),
+            (s.spec_student_temp > 0 and s.spec_teacher_temp > 0, "spec_student_temp and spec_teacher_temp must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RecipeError(f"{at}: {message}")
+        if parse_init(s.init) is not None and k != 1:
+            raise RecipeError(f"{at}: init = {s.init!r} only applies to stage 1 (later stages warm-start "
+                              "from the previous student); remove it")
+
+
 @dataclass
 class Recipe:
     name: str
@@ -82,7 +146,7 @@ class Recipe:
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     teachers: list[TeacherSettings] = field(default_factory=list)
-    student: StudentSettings = field(default_factory=StudentSettings)
+    student: StudentSettings | None = field(default_factory=StudentSettings)   # None: a teachers-only recipe
     distill: DistillSettings = field(default_factory=DistillSettings)
     stages: list[StageSettings] = field(default_factory=list)   # [[stage]]: per-teacher method (methods.py)
     source: str = ""                  # where the recipe was read from
@@ -99,13 +163,19 @@ SECTIONS = {"data": DataSettings, "tokenizer": TokenizerSettings, "training": Tr
             "student": StudentSettings, "distill": DistillSettings}
 
 
+# TOML keys that are Python keywords, and the field each one fills.
+KEY_ALIASES = {"from": "from_"}
+
+
 def _build(cls, table: dict, where: str):
     if not isinstance(table, dict):
         raise RecipeError(f"{where}: expected a table, got {type(table).__name__}")
+    table = {KEY_ALIASES.get(key, key): value for key, value in table.items()}
     allowed = {f.name: f for f in fields(cls)}
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)} "
+                          f"(allowed: {', '.join(name.rstrip('_') for name in allowed)})")
     values = {}
     for key, value in table.items():
         default = allowed[key].default
@@ -128,17 +198,26 @@ def _build(cls, table: dict, where: str):
 
 
 def parse_recipe(data: dict, source: str = "<recipe>") -> Recipe:
-    allowed_top = {"name", "seed", "teacher", "stage", *SECTIONS}
+    allowed_top = {"name", "seed", "teachers_only", "teacher", "stage", *SECTIONS}
     unknown = sorted(set(data) - allowed_top)
     if unknown:
         raise RecipeError(f"{source}: unknown top-level key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed_top))})")
     if not isinstance(data.get("name"), str) or not data["name"]:
         raise RecipeError(f"{source}: the recipe needs a name = \"...\"")
     sections = {key: _build(cls, data.get(key, {}), f"{source} [{key}]") for key, cls in SECTIONS.items()}
+    teachers_only = data.get("teachers_only", False)
+    if not isinstance(teachers_only, bool):
+        raise RecipeError(f"{source}: teachers_only must be true or false, got {teachers_only!r}")
+    if teachers_only:
+        if "student" in data or "stage" in data:
+            raise RecipeError(f"{source}: a teachers_only recipe trains no student: remove [student] and [[stage]]")
+        sections["student"] = None
     teacher_tables = data.get("teacher", [])
     if not isinstance(teacher_tables, list):
         raise RecipeError(f"{source}: teachers are an array of tables: write [[teacher]]")
     teachers = [_build(TeacherSettings, t, f"{source} [[teacher]] #{i + 1}") for i, t in enumerate(teacher_tables)]
+    for t in teachers:
+        t.checkpoint = resolve_checkpoint(t.checkpoint, f"{source} teacher {t.name!r} checkpoint")
     stage_tables = data.get("stage", [])
     if not isinstance(stage_tables, list):
         raise RecipeError(f"{source}: stages are an array of tables: write [[stage]]")
@@ -151,9 +230,31 @@ def parse_recipe(data: dict, source: str = "<recipe>") -> Recipe:
     return recipe
 
 
+# Names become directory names (teachers/<name>/, runs/<recipe name>/): identifiers, never paths.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def with_lr(settings: TrainingSettings, lr: float) -> TrainingSettings:
+    """The training settings with a per-model learning rate, when the recipe gives one (0 = keep)."""
+    return replace(settings, lr=lr) if lr else settings
+
+
+def check_name(name: str, key: str) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise RecipeError(f"{key} {name!r}: a name is an identifier (letters, digits, '.', '_', '-'; starting "
+                          "with a letter or digit; at most 64 characters), never a path")
+
+
 def validate(recipe: Recipe) -> None:
-    """Check values that types cannot: every message says what to change."""
+    """Check values that types cannot, before any work starts: every message says what to change."""
+    from ekd_edge.models.presets import resolve_size
+
     where = recipe.source
+    check_name(recipe.name, f"{where}: name")
+    for i, t in enumerate(recipe.teachers):
+        check_name(t.name, f"{where} [[teacher]] #{i + 1} name")
+    if recipe.student is not None:
+        check_name(recipe.student.name, f"{where} [student] name")
     if not recipe.teachers:
         raise RecipeError(f"{where}: the ladder needs at least one [[teacher]]")
     names = [t.name for t in recipe.teachers]
@@ -164,13 +265,14 @@ def validate(recipe: Recipe) -> None:
             raise RecipeError(f"{where}: teacher {t.name!r} gives a checkpoint, so it takes neither size nor steps")
         if not t.checkpoint and (t.size is None or t.steps <= 0):
             raise RecipeError(f"{where}: teacher {t.name!r} needs either checkpoint = \"DIR\" or a size and steps > 0")
-    if recipe.student.name in names:
+    student = recipe.student or StudentSettings(name="")   # teachers only: nothing of the student to check
+    if student.name in names:
         raise RecipeError(f"{where}: the student's name {recipe.student.name!r} is also a teacher's name")
     d, tr, ds = recipe.data, recipe.training, recipe.distill
     checks = [
         (recipe.tokenizer.vocab_size >= 100, "[tokenizer] vocab_size must be at least 100"),
-        (recipe.student.steps_per_stage > 0, "[student] steps_per_stage must be > 0"),
-        (recipe.student.lr >= 0 and all(t.lr >= 0 for t in recipe.teachers), "lr overrides must be >= 0 (0 = [training] lr)"),
+        (student.steps_per_stage > 0, "[student] steps_per_stage must be > 0"),
+        (student.lr >= 0 and all(t.lr >= 0 for t in recipe.teachers), "lr overrides must be >= 0 (0 = [training] lr)"),
         (d.max_length >= 8, "[data] max_length must be at least 8 tokens"),
         (d.max_train_pairs >= 0, "[data] max_train_pairs must be >= 0 (0 = all)"),
         (d.valid_sentences > 0, "[data] valid_sentences must be > 0"),
@@ -179,6 +281,9 @@ def validate(recipe: Recipe) -> None:
         (tr.checkpoint_every >= 0, "[training] checkpoint_every must be >= 0 (0 = only at each model's end)"),
         (tr.batch_tokens >= 2 * d.max_length, "[training] batch_tokens must hold at least one pair of max_length"),
         (tr.lr > 0, "[training] lr must be > 0"),
+        (tr.eval_max_new_tokens >= 1, "[training] eval_max_new_tokens must be >= 1"),
+        (tr.threads >= 0, "[training] threads must be >= 0 (0 = torch's default)"),
+        (all(t.steps >= 0 for t in recipe.teachers), "[[teacher]] steps must be >= 0"),
         (tr.warmup_steps >= 0, "[training] warmup_steps must be >= 0"),
         (0.0 <= tr.min_lr_ratio <= 1.0, "[training] min_lr_ratio must be in [0, 1]"),
         (0.0 <= tr.label_smoothing < 1.0, "[training] label_smoothing must be in [0, 1)"),
@@ -193,13 +298,66 @@ def validate(recipe: Recipe) -> None:
         if not ok:
             raise RecipeError(f"{where}: {message}")
     validate_stages(recipe.stages, len(recipe.teachers), ds.loss, recipe.tokenizer.vocab_size, where)
-    from ekd_edge.models.presets import PRESETS
+    adopted = recipe.tokenizer.from_
+    if adopted and adopted not in {t.name for t in recipe.teachers if t.checkpoint}:
+        raise RecipeError(f"{where} [tokenizer] from = {adopted!r}: must name a teacher given by checkpoint "
+                          f"(teachers with a checkpoint: {', '.join(t.name for t in recipe.teachers if t.checkpoint) or 'none'})")
+    dims = {}
+    for i, t in enumerate(recipe.teachers):
+        if t.size is not None:
+            dims[t.name] = resolve_size(t.size, f"{where} [[teacher]] #{i + 1} size")
+    if recipe.student is not None:
+        resolve_size(recipe.student.size, f"{where} [student] size")
+        if recipe.teachers[0].name in dims:
+            check_copy_init(recipe, dims[recipe.teachers[0].name], f"teacher {recipe.teachers[0].name!r}")
 
-    for label, size in [(f"teacher {t.name!r}", t.size) for t in recipe.teachers if t.size is not None] + [
-        ("student", recipe.student.size)
-    ]:
-        if isinstance(size, str) and size not in PRESETS:
-            raise RecipeError(f"{where}: {label} size {size!r} is not a preset ({', '.join(PRESETS)})")
+
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_checkpoint(text: str, where: str) -> str:
+    """A checkpoint path as given, or for ``package:REL`` the directory REL inside the installed package."""
+    if not text.startswith(PACKAGE_PREFIX):
+        return text
+    rel = Path(text[len(PACKAGE_PREFIX):])
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise RecipeError(f"{where}: {text!r} must name a folder inside the package, like \"package:teachers/NAME\"")
+    return str(Path(str(resources.files("ekd_edge"))) / rel)
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file, or one line saying why it cannot be read."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}:{line}: the {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+
+
+def check_copy_init(recipe: Recipe, teacher_dims: dict, teacher_label: str) -> None:
+    """Stage 1's copy-init (if any) must fit: same width as the first teacher, a valid layer map."""
+    from ekd_edge.distill.copy_init import layer_map, parse_init
+    from ekd_edge.models.presets import resolve_size
+
+    first = recipe.stage(1)
+    mapping = parse_init(first.init)
+    if mapping is None:
+        return
+    where = recipe.source
+    student_dims = resolve_size(recipe.student.size, f"{where} [student] size")
+    differ = [k for k in ("d_model", "ffn_dim", "attention_heads") if teacher_dims[k] != student_dims[k]]
+    if differ:
+        raise RecipeError(f"{where} [[stage]] #1 init = {first.init!r}: copy-init needs a student as wide as "
+                          f"{teacher_label}; they differ in {', '.join(differ)}")
+    for side in ("encoder_layers", "decoder_layers"):
+        try:
+            layer_map(mapping, teacher_dims[side], student_dims[side])
+        except RecipeError as exc:
+            raise RecipeError(f"{where} [[stage]] #1 ({side}): {exc}") from None
 
 
 def packaged_recipes() -> list[str]:
@@ -211,7 +369,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     """A recipe file, or the name of a recipe shipped with the package (``demo``)."""
     path = Path(name_or_path)
     if path.is_file():
-        text, source = path.read_text(), str(path)
+        text, source = read_text_file(path, "recipe"), str(path)
     elif str(name_or_path) in packaged_recipes():
         res = resources.files("ekd_edge") / "recipes" / f"{name_or_path}.toml"
         text, source = res.read_text(), f"{name_or_path}.toml"
@@ -228,5 +386,5 @@ def recipe_text(name_or_path: str | Path) -> str:
     """The recipe's TOML text, kept verbatim in the run directory."""
     path = Path(name_or_path)
     if path.is_file():
-        return path.read_text()
+        return read_text_file(path, "recipe")
     return (resources.files("ekd_edge") / "recipes" / f"{name_or_path}.toml").read_text()

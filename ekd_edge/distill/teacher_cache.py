@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 
 from ekd_edge.console import progress_bar
 from ekd_edge.distill import distributed
+from ekd_edge.files import staging_dir
 from ekd_edge.distill.batches import TokenizedPairs, collate, fingerprint_pairs
 from ekd_edge.hashing import file_sha256
 from ekd_edge.distill.losses import IGNORE, forward_kl, jsd, reverse_kl
@@ -122,8 +122,7 @@ def build_teacher_cache(teacher, teacher_dir: str | Path, pairs: TokenizedPairs,
         return TeacherCache.open(final)
     main = distributed.context().is_main
     if main:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        tmp = staging_dir(final)   # a killed build's leftover is removed by the next one
     try:
         found = _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp if main else None, key,
                          teacher_dir, final)

@@ -1,7 +1,8 @@
 """The training loop: one model, a number of steps, cross-entropy and optionally a teacher.
 
 Read it top to bottom: learning-rate schedule, one step (student forward, optional teacher
-forward, loss, backward, clip, update), then evaluation by greedy decoding on validation text.
+forward, loss, backward, clip, update), then evaluation by greedy decoding on validation text
+(through ekd_edge.runtime, the very code `bench` and `translate` use).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from ekd_edge.distill.batches import BatchStream
 from ekd_edge.distill.checkpointing import ProgressFile
 from ekd_edge.distill.losses import kd_loss, label_smoothed_ce
 from ekd_edge.distill.recipe import DistillSettings, TrainingSettings
+
+
+PLAIN_PROGRESS_EVERY_S = 60.0
 
 
 @dataclass
@@ -78,7 +82,7 @@ def train(
     if seed is not None:
         torch.manual_seed(seed + ctx.rank)
     optimizer = make_optimizer(model, settings)
-    start_step, tokens, loss_ema = 0, 0, None
+    start_step, tokens, loss_ema, wall_before = 0, 0, None, 0.0
     state = progress.load() if progress is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -86,6 +90,7 @@ def train(
         rng = state["rng"]
         torch.set_rng_state(rng[ctx.rank] if len(rng) == ctx.world_size else rng[0])
         start_step, tokens, loss_ema = state["step"], state["tokens"], state["loss_ema"]
+        wall_before = state.get("wall_s", 0.0)   # training time of earlier invocations
         if ctx.is_main:
             console.log(f"{description}: resuming at step {start_step}/{steps} from {progress.path}")
     net = distributed.wrap_model(model)
@@ -93,6 +98,9 @@ def train(
     if teacher is not None:
         teacher.to(ctx.device).eval()
     start = time.perf_counter()
+    # Without a terminal (a cluster job, CI, nohup) rich draws nothing until the end: plain lines
+    # instead. With one, the same lines still go to the run's log file.
+    last_plain = start
     with progress_bar(disable=not ctx.is_main) as bar:
         task = bar.add_task(description, total=steps, completed=start_step, status="")
         for step in range(start_step, steps):
@@ -127,36 +135,29 @@ def train(
                 if ctx.is_main:
                     progress.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "rng": rng_states, "step": done, "batch": first_batch + done,
-                                   "tokens": tokens, "loss_ema": loss_ema, "world_size": ctx.world_size})
+                                   "tokens": tokens, "loss_ema": loss_ema, "world_size": ctx.world_size,
+                                   "wall_s": wall_before + time.perf_counter() - start})
             if step % 5 == 0 or done == steps:
-                rate = tokens / max(1e-9, time.perf_counter() - start)
+                rate = tokens / max(1e-9, wall_before + time.perf_counter() - start)
                 bar.update(task, completed=done, status=f"loss {loss_ema:.3f} · {rate:,.0f} tok/s")
+            now = time.perf_counter()
+            if ctx.is_main and (now - last_plain >= PLAIN_PROGRESS_EVERY_S or done == steps):
+                last_plain = now
+                rate = tokens / max(1e-9, wall_before + now - start)
+                line = (f"{description}: step {done}/{steps} · loss {loss_ema:.3f} · {rate:,.0f} tok/s"
+                        f" · {wall_before + now - start:,.0f} s")
+                console.to_log_file(line) if console.is_terminal else console.log(line)
     model.eval()
-    return TrainResult(steps, tokens, time.perf_counter() - start, float(loss_ema or 0.0))
-
-
-@torch.inference_mode()
-def greedy_translate(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy translations, batched by length so padding stays small; output in input order."""
-    model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out: list[str] = [""] * len(texts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=model.config.max_position_embeddings).to(model.device)
-        generated = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
-        for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
-            out[i] = text
-    return out
+    return TrainResult(steps, tokens, wall_before + time.perf_counter() - start, float(loss_ema or 0.0))
 
 
 def evaluate(model, tokenizer, src: list[str], refs: list[str], max_new_tokens: int) -> dict:
     """Validation BLEU and chrF (sacrebleu, with signatures) of greedy translations."""
-    from ekd_edge.bench.quality import score
+    from ekd_edge.metrics import score
+    from ekd_edge.runtime.torch_engine import TorchTranslator
 
     start = time.perf_counter()
-    hyps = greedy_translate(model, tokenizer, src, max_new_tokens)
+    hyps = TorchTranslator.from_model(model, tokenizer).translate(src, max_new_tokens=max_new_tokens)
     result = score(hyps, refs)
     result["decode_s"] = round(time.perf_counter() - start, 2)
     result["examples"] = [{"src": s, "ref": r, "hyp": h} for s, r, h in list(zip(src, refs, hyps))[:3]]

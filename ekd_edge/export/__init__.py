@@ -1,28 +1,17 @@
-"""Export a checkpoint to a verified bundle (ONNX, CTranslate2) and translate with it.
+"""Checkpoint -> verified bundle, in three formats that share one skeleton (staging.py):
 
-Pruning (prune.py), the mobile .ort format (mobile.py), CTranslate2 (ct2.py) and export profiles
-(profiles.py) are imported from their modules, so importing this package stays light.
+    onnx_export.export_bundle   optimum's encoder/decoder layout, fp32 or int8 (+ .ort, portable numerics)
+    onefile.export_onefile      one model.onnx taking and returning strings (the Android app's model)
+    ct2.export_ct2_bundle       CTranslate2
+
+Every export checks its destination (destination.py), builds in a hidden staging folder, runs the
+parity and quality gates, writes manifest.json and only then renames the bundle into place.
+Profiles (profiles.py) combine format, quantisation, pruning (prune.py) and gates in one TOML
+file. Bundles are loaded by ekd_edge.runtime, which this package builds on.
 """
 
-from ekd_edge.export.bundle import OnnxTranslator
-from ekd_edge.export.manifest import MANIFEST_NAME, read_manifest, verify_bundle
-from ekd_edge.export.onefile import OneFileTranslator, export_onefile, verify_onefile
+from ekd_edge.export.onefile import export_onefile
 from ekd_edge.export.onnx_export import QUANT_ARCHS, export_bundle
-from ekd_edge.export.parity import check_parity_gate, token_agreement
-from ekd_edge.export.quality_gate import enforce_quality, measure_quality
+from ekd_edge.export.staging import Gates, staged_export
 
-__all__ = [
-    "MANIFEST_NAME",
-    "QUANT_ARCHS",
-    "OneFileTranslator",
-    "OnnxTranslator",
-    "check_parity_gate",
-    "enforce_quality",
-    "measure_quality",
-    "export_bundle",
-    "export_onefile",
-    "read_manifest",
-    "token_agreement",
-    "verify_bundle",
-    "verify_onefile",
-]
+__all__ = ["Gates", "QUANT_ARCHS", "export_bundle", "export_onefile", "staged_export"]

@@ -1,39 +1,40 @@
-"""CTranslate2 bundles: a second backend and the speed baseline for the ONNX exports.
+"""Checkpoint -> CTranslate2 bundle: a second backend and the speed baseline for the ONNX exports.
 
 Layout: ``ct2/`` (CTranslate2's model.bin, config.json, vocabulary) next to the checkpoint's
-tokenizer files and manifest.json (backend "ct2"), so the same manifest verification applies.
+tokenizer files and manifest.json (backend "ct2"), so the same manifest verification applies;
+runtime/ct2_engine.py runs it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
-import tempfile
 from pathlib import Path
 
+from ekd_edge.defaults import MAX_BLEU_DROP, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError, CheckpointError
-from ekd_edge.export.manifest import build_manifest, verify_bundle, write_manifest
-from ekd_edge.export.quality_gate import DEFAULT_MAX_DROP, enforce_quality, measure_quality
-from ekd_edge.translate import DEFAULT_MAX_NEW_TOKENS, _strip
+from ekd_edge.export.manifest import build_manifest
+from ekd_edge.runtime.ct2_engine import Ct2Translator
 
 CT2_QUANTIZATIONS = ("int8", "float32")
 
 
 def export_ct2_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantization: str = "int8",
+                      parity_texts: list[str] | None = None, parity_threshold: float = PARITY_THRESHOLD,
                       quality_data: tuple[list[str], list[str]] | None = None,
-                      max_bleu_drop: float = DEFAULT_MAX_DROP, quality_reference: str | Path | None = None,
+                      max_bleu_drop: float = MAX_BLEU_DROP, quality_reference: str | Path | None = None,
                       max_new_tokens: int = 128, force: bool = False, progress=None) -> dict:
     """Convert a Marian checkpoint to a CTranslate2 bundle in ``out_dir``; returns the manifest.
 
-    With ``quality_data`` (validation sources, references) the bundle's greedy BLEU is compared with
-    ``quality_reference``'s (default: the checkpoint) and a drop above ``max_bleu_drop`` refuses it
-    unless ``force``.
+    Both gates of export/staging.py run: ``parity_texts`` (enforced for float32, recorded for int8)
+    and ``quality_data`` (validation sources, references), whose greedy BLEU is compared with
+    ``quality_reference``'s (default: the checkpoint); a failed gate refuses the bundle unless ``force``.
     """
     from ctranslate2.converters import TransformersConverter
 
     from ekd_edge.data.tokenizer import copy_tokenizer
-    from ekd_edge.export.onnx_export import _check_destination, _quiet_export, _replace_dir
+    from ekd_edge.export.onnx_export import quiet_export
+    from ekd_edge.export.staging import Gates, staged_export
     from ekd_edge.models.checkpoint import check_checkpoint
 
     report = progress or (lambda message: None)
@@ -43,16 +44,12 @@ def export_ct2_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quanti
     check_checkpoint(checkpoint_dir)
     if not (checkpoint_dir / "source.spm").is_file():
         raise CheckpointError(f"{checkpoint_dir}: no tokenizer files to bundle (missing source.spm)")
-    _check_destination(out_dir)
+    variant = "int8" if quantization == "int8" else "fp32"
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        stage = work / "bundle"
-        stage.mkdir()
+    def convert(stage: Path, work: Path) -> dict:
         report(f"converting to CTranslate2 ({quantization})")
         try:
-            with _quiet_export(), _keep_pad_at_zero():
+            with quiet_export(), _keep_pad_at_zero():
                 TransformersConverter(str(checkpoint_dir)).convert(str(stage / "ct2"), quantization=quantization)
         except Exception as exc:
             detail = " ".join(str(exc).split())[:300]
@@ -61,25 +58,15 @@ def export_ct2_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quanti
         # The model config travels too: it holds the position limit and lets tools count parameters.
         shutil.copy(checkpoint_dir / "config.json", stage / "config.json")
         settings = {"quantization": quantization, "max_new_tokens": max_new_tokens}
-        variant = "int8" if quantization == "int8" else "fp32"
-        manifest = build_manifest(stage, variant=variant, checkpoint_dir=checkpoint_dir, settings=settings,
-                                  parity={"status": "not run"}, backend="ct2")
-        write_manifest(stage, manifest)
-        candidate = Ct2Translator(stage)
-        if quality_data:
-            from ekd_edge.translate import TorchTranslator
+        return build_manifest(stage, variant=variant, checkpoint_dir=checkpoint_dir, settings=settings,
+                              parity={"status": "not run"}, backend="ct2")
 
-            report(f"quality gate on {len(quality_data[0])} validation sentences")
-            quality = measure_quality(TorchTranslator(quality_reference or checkpoint_dir), candidate, *quality_data,
-                                      max_drop=max_bleu_drop, max_new_tokens=max_new_tokens)
-            quality["reference"] = str(quality_reference or checkpoint_dir)
-            manifest["quality_gate"] = enforce_quality(quality, str(out_dir), force)
-            write_manifest(stage, manifest)
-        del candidate
-        _check_destination(out_dir)
-        _replace_dir(stage, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    # CTranslate2's float32 decoder is exact enough for the token-for-token gate; int8 is measured.
+    gates = Gates(parity_texts=parity_texts, parity_threshold=parity_threshold, exact=quantization == "float32",
+                  quality_data=quality_data, max_bleu_drop=max_bleu_drop, quality_reference=quality_reference,
+                  max_new_tokens=max_new_tokens)
+    manifest = staged_export(checkpoint_dir, out_dir, convert=convert, load=Ct2Translator, gates=gates,
+                             force=force, report=report)
     report(f"bundle written to {out_dir} ({manifest['total_size'] / 1e6:.1f} MB, ct2 {quantization})")
     return manifest
 
@@ -115,54 +102,3 @@ def _keep_pad_at_zero():
         yield
     finally:
         registry["MarianConfig"] = original
-
-
-class Ct2Translator:
-    """A CTranslate2 bundle, with TorchTranslator's interface (generate_ids / translate)."""
-
-    engine = "ctranslate2"
-
-    def __init__(self, bundle_dir: str | Path, threads: int | None = None):
-        import ctranslate2
-
-        from ekd_edge.data.tokenizer import load_tokenizer
-
-        self.path = Path(bundle_dir)
-        self.manifest = verify_bundle(self.path)
-        if self.manifest.get("backend") != "ct2":
-            raise BundleError(f"{self.path}: not a CTranslate2 bundle (backend {self.manifest.get('backend')!r})")
-        self.variant = self.manifest.get("variant", "int8")
-        self.tokenizer = load_tokenizer(self.path)
-        config = json.loads((self.path / "config.json").read_text()) if (self.path / "config.json").is_file() else {}
-        self.max_positions = int(config.get("max_position_embeddings", 512))
-        compute_type = "int8" if self.variant == "int8" else "float32"
-        try:
-            self.model = ctranslate2.Translator(str(self.path / "ct2"), device="cpu", compute_type=compute_type,
-                                                intra_threads=int(threads or 0), inter_threads=1)
-        except Exception as exc:
-            detail = " ".join(str(exc).split())[:300]
-            raise BundleError(f"{self.path}: CTranslate2 cannot load the bundle ({type(exc).__name__}: {detail})") from None
-
-    def generate_ids(self, texts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1):
-        """Token ids (without the decoder start token) for each text, batch as given."""
-        tok = self.tokenizer
-        encoded = tok(list(texts), truncation=True, max_length=self.max_positions)["input_ids"]
-        sources = [tok.convert_ids_to_tokens(ids) for ids in encoded]
-        # Our generation config forces EOS as the last of max_new_tokens: PyTorch and ONNX emit at most
-        # max_new_tokens - 1 real tokens, so CTranslate2 gets the same budget.
-        limit = max(1, min(max_new_tokens, self.max_positions - 1) - 1)
-        results = self.model.translate_batch(sources, beam_size=num_beams, max_decoding_length=limit,
-                                             return_scores=False)
-        out = []
-        for result in results:
-            ids = tok.convert_tokens_to_ids(result.hypotheses[0])
-            out.append(_strip(ids, tok.pad_token_id, tok.eos_token_id))
-        return out
-
-    def translate(self, texts: list[str], batch_size: int = 32, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                  num_beams: int = 1) -> list[str]:
-        out = []
-        for i in range(0, len(texts), batch_size):
-            ids = self.generate_ids(texts[i:i + batch_size], max_new_tokens, num_beams)
-            out.extend(self.tokenizer.batch_decode(ids, skip_special_tokens=True))
-        return out

@@ -27,34 +27,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ekd_edge.defaults import MAX_BLEU_DROP, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError, CheckpointError
-from ekd_edge.export.portable import PORTABLE_LEVEL
-from ekd_edge.export.manifest import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    file_sha256,
-    library_versions,
-    list_files,
-    read_manifest,
-    write_manifest,
+from ekd_edge.export.manifest import library_versions
+from ekd_edge.hashing import file_sha256
+from ekd_edge.runtime.manifest import FORMAT_NAME, FORMAT_VERSION, checkpoint_languages, list_files
+from ekd_edge.runtime.onefile_engine import (
+    LAYOUT,
+    MAX_NEW_TOKENS_INPUT,
+    MODEL_FILE,
+    NUM_BEAMS_INPUT,
+    TEXT_INPUT,
+    TOKEN_IDS_OUTPUT,
+    TRANSLATION_OUTPUT,
+    OneFileTranslator,
 )
-from ekd_edge.export.parity import DEFAULT_THRESHOLD
-
-MODEL_FILE = "model.onnx"
-LAYOUT = "onefile"
-
-# The graph's interface. The Android app reads the same names from its contract file, and
-# tests/test_android_contract.py checks that file against a real model.
-TEXT_INPUT = "text"
-MAX_NEW_TOKENS_INPUT = "max_new_tokens"
-NUM_BEAMS_INPUT = "num_beams"
-TRANSLATION_OUTPUT = "translation"
-TOKEN_IDS_OUTPUT = "token_ids"
+from ekd_edge.runtime.session import PORTABLE_LEVEL
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 MS_DOMAIN = "com.microsoft"
@@ -62,93 +53,24 @@ _OPSET = 18
 _INT64_MAX = 2**63 - 1
 
 
-def onefile_session(model_path: str | Path, threads: int | None = None, settings: dict | None = None):
-    """An onnxruntime session for a one-file model, with the tokenizer ops registered and the
-    optimisation level its manifest ``settings`` ask for (portable numerics: "basic")."""
-    import onnxruntime as ort
-    from onnxruntime_extensions import get_library_path
-
-    from ekd_edge.export.portable import optimization_level
-
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(get_library_path())
-    options.graph_optimization_level = optimization_level(settings)
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise BundleError(f"{model_path}: onnxruntime cannot load the one-file model ({detail})") from None
-
-
-def run_onefile(session, texts: list[str], *, max_new_tokens: int = 128, num_beams: int = 1):
-    """(translations, token id rows) for ``texts`` in one call of the one-file model."""
-    import numpy as np
-
-    if not texts:
-        return [], []
-    feeds = {
-        TEXT_INPUT: np.array(list(texts), dtype=object),
-        MAX_NEW_TOKENS_INPUT: np.array([max_new_tokens], dtype=np.int32),
-        NUM_BEAMS_INPUT: np.array([num_beams], dtype=np.int32),
-    }
-    translations, ids = session.run([TRANSLATION_OUTPUT, TOKEN_IDS_OUTPUT], feeds)
-    return [str(t) for t in translations], ids
-
-
-class OneFileTranslator:
-    """Translate with a verified one-file bundle; ``generate_ids`` matches TorchTranslator's."""
-
-    engine = "onnxruntime-onefile"
-
-    def __init__(self, bundle_dir: str | Path, threads: int | None = None):
-        self.path = Path(bundle_dir)
-        self.manifest = verify_onefile(self.path)
-        self.session = onefile_session(self.path / MODEL_FILE, threads=threads, settings=self.manifest["settings"])
-        self.pad_id = self.manifest["settings"]["pad_token_id"]
-        self.eos_id = self.manifest["settings"]["eos_token_id"]
-
-    def generate_ids(self, texts: list[str], max_new_tokens: int = 128, num_beams: int = 1) -> list[list[int]]:
-        from ekd_edge.translate import _strip
-
-        _, rows = run_onefile(self.session, texts, max_new_tokens=max_new_tokens, num_beams=num_beams)
-        return [_strip([int(i) for i in row], self.pad_id, self.eos_id) for row in rows]
-
-    def translate(self, texts: list[str], batch_size: int = 32, max_new_tokens: int = 128,
-                  num_beams: int = 1) -> list[str]:
-        out = []
-        for i in range(0, len(texts), batch_size):
-            out.extend(run_onefile(self.session, texts[i:i + batch_size], max_new_tokens=max_new_tokens,
-                                   num_beams=num_beams)[0])
-        return out
-
-
-# --------------------------------------------------------------------------------------------
-# Export
-
-
 def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: str | None = None,
                    quant_arch: str = "avx512_vnni", parity_texts: list[str] | None = None,
-                   parity_threshold: float = DEFAULT_THRESHOLD, max_new_tokens: int = 128, num_beams: int = 1,
+                   parity_threshold: float = PARITY_THRESHOLD, max_new_tokens: int = 128, num_beams: int = 1,
+                   quality_data: tuple[list[str], list[str]] | None = None, max_bleu_drop: float = MAX_BLEU_DROP,
+                   quality_reference: str | Path | None = None,
                    portable: bool = False, force: bool = False, progress=None) -> dict:
     """Export a Marian checkpoint to ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest.
 
     ``max_new_tokens`` and ``num_beams`` are the defaults recorded for apps (the graph takes both
     as inputs) and the settings of the parity check: with ``parity_texts`` the model's token ids
     are compared with PyTorch ``generate``; an fp32 export below ``parity_threshold`` is refused
-    unless ``force``, an int8 export's agreement is recorded. ``portable`` rewrites the encoder and
+    unless ``force``, an int8 export's agreement is recorded. With ``quality_data`` the BLEU gate
+    runs as for every format (export/staging.py). ``portable`` rewrites the encoder and
     decoder graphs for identical tokens on x86 and ARM (export/portable.py); sessions then run at
     onnxruntime's "basic" optimisation level, as the manifest records.
     """
-    from ekd_edge.export.onnx_export import (
-        QUANT_ARCHS,
-        QUANT_MODES,
-        _check_destination,
-        _replace_dir,
-        _run_parity,
-    )
+    from ekd_edge.export.onnx_export import QUANT_ARCHS, QUANT_MODES, make_graphs_portable, quantize_int8
+    from ekd_edge.export.staging import Gates, staged_export
     from ekd_edge.models.checkpoint import check_checkpoint
 
     report = progress or (lambda message: None)
@@ -163,26 +85,20 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
     check_checkpoint(checkpoint_dir)
     if not (checkpoint_dir / "source.spm").is_file():
         raise CheckpointError(f"{checkpoint_dir}: no source.spm, so no tokenizer to build into the model")
-    _check_destination(out_dir)
 
     config = json.loads((checkpoint_dir / "config.json").read_text())
     generation = _generation_settings(checkpoint_dir, config)
     variant = f"{LAYOUT}-int8" if quantize else f"{LAYOUT}-fp32"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def convert(stage: Path, work: Path) -> dict:
         graphs = work / "graphs"
         report("exporting encoder and decoders to ONNX")
         export_separate_graphs(checkpoint_dir, graphs, scratch=work / "raw")
         if quantize:
-            from ekd_edge.export.onnx_export import quantize_int8
-
             report(f"quantising to int8 ({quant_arch})")
             quantize_int8(graphs, quant_arch, scratch=work / "quantized")
         portable_info = None
         if portable:
-            from ekd_edge.export.onnx_export import make_graphs_portable
-
             report("rewriting Softmax/LayerNormalization for portable numerics")
             portable_info = make_graphs_portable(graphs)
 
@@ -190,8 +106,6 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
         model = build_onefile_model(graphs / "encoder_model.onnx", graphs / "decoder_model.onnx",
                                     graphs / "decoder_with_past_model.onnx",
                                     (checkpoint_dir / "source.spm").read_bytes(), **generation)
-        stage = work / "bundle"
-        stage.mkdir()
         _save_model(model, stage / MODEL_FILE)
         settings = {"layout": LAYOUT, "quantize": quantize, "arch": quant_arch if quantize else None,
                     "max_new_tokens": max_new_tokens, "num_beams": num_beams, **generation,
@@ -200,30 +114,13 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
         manifest = _onefile_manifest(stage, variant, checkpoint_dir, settings)
         if portable_info:
             manifest["portable"] = portable_info
-        write_manifest(stage, manifest)
+        return manifest
 
-        report("loading the one-file model with onnxruntime")
-        candidate = OneFileTranslator(stage)
-        if parity_texts:
-            report(f"checking parity with PyTorch on {len(parity_texts)} sentences")
-            parity = _run_parity(checkpoint_dir, candidate, list(parity_texts), max_new_tokens,
-                                 gated=quantize is None, threshold=parity_threshold)
-            if parity["status"] == "failed":
-                from ekd_edge.export.parity import parity_failure
-
-                message = parity_failure(parity, parity_threshold, label=str(out_dir))
-                if not force:
-                    raise BundleError(message + " (nothing written; force=True writes it anyway)")
-                parity["forced"] = True
-            manifest["parity"] = parity
-            write_manifest(stage, manifest)
-        del candidate
-
-        report(f"writing {out_dir}")
-        _check_destination(out_dir)
-        _replace_dir(stage, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    gates = Gates(parity_texts=parity_texts, parity_threshold=parity_threshold, exact=quantize is None,
+                  quality_data=quality_data, max_bleu_drop=max_bleu_drop, quality_reference=quality_reference,
+                  max_new_tokens=max_new_tokens)
+    manifest = staged_export(checkpoint_dir, out_dir, convert=convert, load=OneFileTranslator, gates=gates,
+                             force=force, report=report)
     report(f"one-file model written to {out_dir} ({manifest['total_size'] / 1e6:.1f} MB, {variant})")
     return manifest
 
@@ -232,10 +129,10 @@ def export_separate_graphs(checkpoint_dir: Path, out_dir: Path, scratch: Path) -
     """optimum's encoder, first-step decoder and with-past decoder (not the merged one) in ``out_dir``."""
     from optimum.exporters.onnx import main_export
 
-    from ekd_edge.export.onnx_export import EXPORT_TASK, _quiet_export
+    from ekd_edge.export.onnx_export import EXPORT_TASK, quiet_export
 
     try:
-        with _quiet_export():
+        with quiet_export():
             main_export(str(checkpoint_dir), scratch, task=EXPORT_TASK, library_name="transformers",
                         local_files_only=True, do_validation=False, device="cpu", no_post_process=True)
     except Exception as exc:
@@ -310,24 +207,12 @@ def _onefile_manifest(bundle_dir: Path, variant: str, checkpoint_dir: Path, sett
         "versions": versions,
         "source": {"checkpoint": str(checkpoint_dir.resolve()),
                    "model_sha256": file_sha256(checkpoint_dir / "model.safetensors")},
+        "languages": checkpoint_languages(checkpoint_dir),
         "tokenizer": {"vocab_fingerprint": vocab_fingerprint(checkpoint_dir),
                       "spm_sha256": file_sha256(checkpoint_dir / "source.spm")},
         "settings": dict(settings),
         "parity": {"status": "not run"},
     }
-
-
-def verify_onefile(bundle_dir: str | Path) -> dict:
-    """Check a one-file bundle against its manifest (every file's size and sha256, nothing extra)."""
-    from ekd_edge.export.manifest import verify_bundle
-
-    bundle_dir = Path(bundle_dir)
-    if not bundle_dir.is_dir():
-        raise BundleError(f"{bundle_dir}: bundle directory not found")
-    manifest = read_manifest(bundle_dir)
-    if manifest.get("backend") != LAYOUT:
-        raise BundleError(f"{bundle_dir / MANIFEST_NAME}: not a one-file bundle (backend is not {LAYOUT!r})")
-    return verify_bundle(bundle_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,6 +289,7 @@ def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_
     # chosen hypothesis on 5.5 % of test sentences. The weights the encoder and decoder subgraphs
     # share are hoisted into the main graph.
     inits.extend(_hoist_shared_initializers([init_graph, step_graph]))
+    _declare_outer_scope_values([init_graph, step_graph], inits)
     search_inputs = [input_ids, max_length, const("min_length", TensorProto.INT32, [0]), NUM_BEAMS_INPUT,
                      const("num_return_sequences", TensorProto.INT32, [1]),
                      const("length_penalty", TensorProto.FLOAT, [1.0]),
@@ -416,25 +302,30 @@ def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_
     token_ids = node("Squeeze", ["sequences", one], [TOKEN_IDS_OUTPUT])
 
     # 3.+4. Detokenise row by row (the decoder op takes one sequence); <unk> becomes padding so
-    # the text equals decode(skip_special_tokens=True).
+    # the text equals decode(skip_special_tokens=True). The texts are a loop-carried value that
+    # each iteration extends by one row, not a Loop scan output: onnxruntime 1.22 (the runtime
+    # the Android app pins) frees a string scan output twice and crashes.
     ids64 = node("Cast", [token_ids], ["token_ids_i64"], to=TensorProto.INT64)
     clean = node("Where", [node("Equal", [ids64, const("unk_i64", TensorProto.INT64, [unk_token_id], [])], ["is_unk"]),
                            const("pad_i64", TensorProto.INT64, [pad_token_id], []), ids64], ["clean_ids"])
     batch = node("Gather", [node("Shape", [clean], ["clean_shape"]), const("i64_scalar_0c", TensorProto.INT64, [0], [])],
                  ["batch_size"], axis=0)
+    inits.append(helper.make_tensor("no_texts", TensorProto.STRING, [0], []))
     body = helper.make_graph(
         [helper.make_node("Gather", [clean, "row"], ["row_ids"], axis=0),
          helper.make_node("SentencepieceDecoder", ["row_ids"], ["row_text"], domain=CONTRIB_DOMAIN, model=spm_model),
+         helper.make_node("Reshape", ["row_text", minus_one], ["row_text_1d"]),
+         helper.make_node("Concat", ["texts_in", "row_text_1d"], ["texts_out"], axis=0),
          helper.make_node("Identity", ["cond_in"], ["cond_out"])],
         "detokenise_row",
         [helper.make_tensor_value_info("row", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("texts_in", TensorProto.STRING, ["rows_done"])],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("row_text", TensorProto.STRING, None)])
-    texts = node("Loop", [batch, ""], ["texts_per_row"], body=body)
+         helper.make_tensor_value_info("texts_out", TensorProto.STRING, ["rows_done_next"])])
+    texts = node("Loop", [batch, "", "no_texts"], ["texts_unstripped"], body=body)
     # MarianTokenizer strips the decoded text (a final "▁" piece would leave a trailing space).
-    node("StringStrip", [node("Reshape", [texts, minus_one], ["texts_unstripped"])], [TRANSLATION_OUTPUT],
-         domain=CONTRIB_DOMAIN)
+    node("StringStrip", [texts], [TRANSLATION_OUTPUT], domain=CONTRIB_DOMAIN)
 
     graph = helper.make_graph(
         nodes, "ekd_edge_onefile_translator",
@@ -479,6 +370,44 @@ def _hoist_shared_initializers(graphs) -> list:
                     node.input[i] = renames[name]
         del graph.initializer[:]
     return hoisted
+
+
+def _declare_outer_scope_values(graphs, outer_initializers) -> None:
+    """Give each subgraph a value_info entry for every outer-scope value it reads.
+
+    onnxruntime infers the types of the values a subgraph reads from its parent only for ops
+    whose type inference runs subgraph inference (If, Loop, Scan). BeamSearch's does not, so
+    older onnxruntime versions (1.22, which the Android app pins, among them) refuse the model at
+    load with "input arg (…) does not have type information set by parent node" for every hoisted
+    weight; newer ones (1.32) propagate the types themselves, and the declarations change nothing there.
+    """
+    from onnx import helper
+
+    types = {t.name: (t.data_type, list(t.dims)) for t in outer_initializers}
+    for graph in graphs:
+        missing = sorted(_outer_references(graph))
+        unknown = [name for name in missing if name not in types]
+        if unknown:
+            raise BundleError(f"subgraph {graph.name}: reads {unknown[:3]} from no weight of the main graph")
+        declared = {info.name for info in graph.value_info}
+        for name in missing:
+            if name not in declared:
+                graph.value_info.append(helper.make_tensor_value_info(name, *types[name]))
+
+
+def _outer_references(graph) -> set:
+    """Names a graph (nested subgraphs included) reads but neither defines nor receives as input."""
+    import onnx
+
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    read = set()
+    for node in graph.node:
+        defined.update(node.output)
+        read.update(name for name in node.input if name)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                read.update(_outer_references(attr.g))
+    return read - defined
 
 
 def _copy(tensor):

@@ -7,13 +7,13 @@ to leave the detokenised text looking plausible.
 
 from __future__ import annotations
 
+from ekd_edge.defaults import MAX_NEW_TOKENS, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError
 
-DEFAULT_THRESHOLD = 0.99
 _SHOWN_CHARS = 80
 
 
-def token_agreement(reference, candidate, texts: list[str], max_new_tokens: int = 128, batch_size: int = 32) -> dict:
+def token_agreement(reference, candidate, texts: list[str], max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 32) -> dict:
     """Share of ``texts`` whose greedy token ids are identical under both translators.
 
     Both translators see the same batches, so padding cannot explain a difference. Returns
@@ -60,8 +60,8 @@ def parity_failure(result: dict, threshold: float, label: str = "ONNX bundle") -
     return message
 
 
-def check_parity_gate(reference, candidate, texts: list[str], threshold: float = DEFAULT_THRESHOLD,
-                      max_new_tokens: int = 128, batch_size: int = 32, label: str = "ONNX bundle") -> dict:
+def check_parity_gate(reference, candidate, texts: list[str], threshold: float = PARITY_THRESHOLD,
+                      max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 32, label: str = "ONNX bundle") -> dict:
     """``token_agreement``, raising BundleError when the rate is below ``threshold``."""
     result = token_agreement(reference, candidate, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     failure = parity_failure(result, threshold, label)

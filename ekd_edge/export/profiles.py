@@ -1,4 +1,5 @@
-"""Export profiles: a deployment target as a small TOML file (top-level ``export/<name>.toml``).
+"""Export profiles: a deployment target as a small TOML file (``ekd_edge/profiles/<name>.toml``,
+shipped with the package; a ``./export/<name>.toml`` of your own takes precedence).
 
 A profile combines the export choices: format (onnx, ct2, onefile), int8 quantisation and its
 options, structured pruning with a recovery fine-tune, the mobile .ort conversion, and the gates.
@@ -7,21 +8,24 @@ options, structured pruning with a recovery fine-tune, the mobile .ort conversio
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from ekd_edge.errors import EkdError
+from ekd_edge.defaults import (DEFAULT_CORPUS, MAX_BLEU_DROP, PARITY_SENTENCES, PARITY_THRESHOLD,
+                               QUALITY_SENTENCES)
+from ekd_edge.errors import ProfileError
+from ekd_edge.export.destination import check_destination
+from ekd_edge.files import staged
 from ekd_edge.export.prune import PruneSettings
 
 FORMATS = ("onnx", "ct2", "onefile")
-PROFILE_DIRS = (Path.cwd() / "export", Path(__file__).resolve().parents[2] / "export")
+# Your own profiles in ./export/ first, then the ones shipped as package data (work from a wheel too).
+PACKAGED_PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
 
-class ProfileError(EkdError):
-    """An export profile is missing, has an unknown key or an impossible value."""
+def profile_dirs() -> tuple[Path, Path]:
+    return (Path.cwd() / "export", PACKAGED_PROFILES)
 
 
 @dataclass
@@ -36,10 +40,10 @@ class QuantizeSettings:
 @dataclass
 class GateSettings:
     split: str = "valid"               # gates use validation data; test stays for reporting
-    parity_sentences: int = 200        # 0 = no parity check
-    parity_threshold: float = 0.99
-    quality_sentences: int = 200       # 0 = no quality gate
-    max_bleu_drop: float = 0.3
+    parity_sentences: int = PARITY_SENTENCES     # 0 = no parity check
+    parity_threshold: float = PARITY_THRESHOLD
+    quality_sentences: int = QUALITY_SENTENCES   # 0 = no quality gate
+    max_bleu_drop: float = MAX_BLEU_DROP
 
 
 @dataclass
@@ -52,7 +56,7 @@ class Profile:
     name: str
     description: str = ""
     format: str = "onnx"
-    corpus: str = "lo-help-en-de"      # where gate (and pruning importance/recovery) data come from
+    corpus: str = DEFAULT_CORPUS       # where gate (and pruning importance/recovery) data come from
     quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     mobile: MobileSettings = field(default_factory=MobileSettings)
@@ -130,12 +134,13 @@ def find_profile(name_or_path: str | Path) -> Path:
         if not path.is_file():
             raise ProfileError(f"{path}: profile file not found")
         return path
-    for directory in PROFILE_DIRS:
+    for directory in profile_dirs():
         candidate = directory / f"{name_or_path}.toml"
         if candidate.is_file():
             return candidate
-    known = sorted({p.stem for d in PROFILE_DIRS if d.is_dir() for p in d.glob("*.toml")})
-    raise ProfileError(f"export profile {name_or_path!r} not found in export/ (known: {', '.join(known) or 'none'})")
+    known = sorted({p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.toml")})
+    raise ProfileError(f"export profile {name_or_path!r} not found in ./export/ or the packaged profiles "
+                      f"(known: {', '.join(known) or 'none'})")
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
@@ -162,9 +167,8 @@ def run_export(checkpoint_dir: str | Path, out_dir: str | Path, profile: Profile
     quality_data = (quality.src, quality.tgt) if quality is not None else None
     quantized = profile.quantize.mode == "int8"
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.prune.", dir=out_dir.parent))
-    try:
+    check_destination(out_dir)  # before minutes of pruning, not after
+    with staged(out_dir.parent / f"{out_dir.name}.prune") as work:
         source, pruning = checkpoint_dir, None
         if profile.prune is not None:
             from ekd_edge.export.prune import prune_checkpoint
@@ -187,6 +191,7 @@ def run_export(checkpoint_dir: str | Path, out_dir: str | Path, profile: Profile
             from ekd_edge.export.ct2 import export_ct2_bundle
 
             manifest = export_ct2_bundle(source, out_dir, quantization="int8" if quantized else "float32",
+                                         parity_texts=parity_texts, parity_threshold=profile.gate.parity_threshold,
                                          quality_data=quality_data, max_bleu_drop=profile.gate.max_bleu_drop,
                                          quality_reference=checkpoint_dir, force=force, progress=report)
         else:
@@ -195,9 +200,9 @@ def run_export(checkpoint_dir: str | Path, out_dir: str | Path, profile: Profile
             manifest = export_onefile(source, out_dir, quantize="int8" if quantized else None,
                                       quant_arch=profile.quantize.arch, parity_texts=parity_texts,
                                       parity_threshold=profile.gate.parity_threshold,
+                                      quality_data=quality_data, max_bleu_drop=profile.gate.max_bleu_drop,
+                                      quality_reference=checkpoint_dir,
                                       portable=profile.quantize.portable, force=force, progress=report)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return _record_profile(out_dir, manifest, profile, pruning)
 
 
@@ -233,14 +238,15 @@ def profile_from_args(args) -> Profile:
         profile.mobile.target_platform = args.mobile
     if args.prune and profile.prune is None:
         profile.prune = PruneSettings(ffn_keep=0.5, decoder_layers=1, recovery_steps=300)
-    # Parity options have parser defaults, so only values that differ from those override a profile.
-    if not args.profile or args.corpus != "lo-help-en-de":
+    # Options left out (None) keep the profile's value; given ones override it, even when they
+    # equal the built-in default.
+    if args.corpus is not None:
         profile.corpus = args.corpus
-    if not args.profile or args.parity_split != "valid":
+    if args.parity_split is not None:
         profile.gate.split = args.parity_split
-    if not args.profile or args.parity_sentences != 200:
+    if args.parity_sentences is not None:
         profile.gate.parity_sentences = args.parity_sentences
-    if not args.profile or args.parity_threshold != 0.99:
+    if args.parity_threshold is not None:
         profile.gate.parity_threshold = args.parity_threshold
     if args.quality_sentences is not None:
         profile.gate.quality_sentences = args.quality_sentences

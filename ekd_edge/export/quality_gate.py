@@ -7,15 +7,14 @@ refuses the export unless it is forced (which is recorded in the manifest).
 
 from __future__ import annotations
 
+from ekd_edge.defaults import MAX_BLEU_DROP, MAX_NEW_TOKENS
 from ekd_edge.errors import BundleError
 
-DEFAULT_MAX_DROP = 0.3
 
-
-def measure_quality(reference, candidate, src: list[str], refs: list[str], max_drop: float = DEFAULT_MAX_DROP,
-                    max_new_tokens: int = 128) -> dict:
+def measure_quality(reference, candidate, src: list[str], refs: list[str], max_drop: float = MAX_BLEU_DROP,
+                    max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     """BLEU of ``reference`` and ``candidate`` translators on ``src``; status passed/failed against ``max_drop``."""
-    from ekd_edge.bench.quality import score
+    from ekd_edge.metrics import score
 
     if max_drop < 0:
         raise BundleError(f"quality gate: max BLEU drop must be >= 0 (got {max_drop})")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ekd_edge.data.tokenizer import copy_tokenizer, vocab_fingerprint
 from ekd_edge.errors import CheckpointError
+from ekd_edge.files import replace_dir, staged
 
 SUPPORTED_MODEL_TYPES = ("marian",)
 
@@ -26,33 +24,14 @@ def save_model(model, out_dir: str | Path, tokenizer_dir: str | Path | None = No
     rename, so a crash leaves either the old checkpoint or the new one, never half of one.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer_dir is not None:
             copy_tokenizer(tokenizer_dir, tmp)
         if extra is not None:
             (tmp / "metrics.json").write_text(json.dumps(extra, indent=2))
-        _fsync_dir(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_dir(tmp, out_dir)
     return out_dir
-
-
-def _fsync_dir(directory: Path) -> None:
-    for path in directory.iterdir():
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
 
 
 def check_checkpoint(directory: str | Path) -> dict:

@@ -12,25 +12,33 @@ PRESETS: dict[str, dict] = tomllib.loads((resources.files("ekd_edge") / "models"
 SIZE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim")
 
 
+def resolve_size(size: str | dict, where: str = "model size") -> dict:
+    """The five dimensions of a preset name or an explicit table, checked for a buildable model."""
+    if isinstance(size, str):
+        if size not in PRESETS:
+            raise RecipeError(f"{where}: unknown preset {size!r}; presets: {', '.join(PRESETS)}")
+        return dict(PRESETS[size])
+    unknown = set(size) - set(SIZE_KEYS)
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(SIZE_KEYS)}")
+    missing = set(SIZE_KEYS) - set(size)
+    if missing:
+        raise RecipeError(f"{where}: the size table lacks {', '.join(sorted(missing))}")
+    for key in SIZE_KEYS:
+        if not isinstance(size[key], int) or isinstance(size[key], bool) or size[key] < 1:
+            raise RecipeError(f"{where}.{key}: must be a whole number >= 1, got {size[key]!r}")
+    if size["d_model"] % size["attention_heads"]:
+        raise RecipeError(f"{where}: d_model {size['d_model']} is not divisible by attention_heads "
+                          f"{size['attention_heads']}")
+    return dict(size)
+
+
 def model_config(size: str | dict, vocab_size: int, max_positions: int = 256, dropout: float = 0.1,
                  init_std: float | None = None):
     """MarianConfig for a preset name or an explicit ``{d_model, encoder_layers, ...}`` table."""
     from transformers import MarianConfig
 
-    if isinstance(size, str):
-        if size not in PRESETS:
-            raise RecipeError(f"unknown model size {size!r}; presets: {', '.join(PRESETS)}")
-        dims = dict(PRESETS[size])
-    else:
-        unknown = set(size) - set(SIZE_KEYS)
-        if unknown:
-            raise RecipeError(f"unknown model size keys {sorted(unknown)}; allowed: {', '.join(SIZE_KEYS)}")
-        missing = set(SIZE_KEYS) - set(size)
-        if missing:
-            raise RecipeError(f"model size table lacks {sorted(missing)}")
-        dims = dict(size)
-    if dims["d_model"] % dims["attention_heads"]:
-        raise RecipeError(f"d_model {dims['d_model']} is not divisible by attention_heads {dims['attention_heads']}")
+    dims = resolve_size(size)
     return MarianConfig(
         # d_model^-0.5 rather than transformers' 0.02: with scaled embeddings the token signal then
         # matches the sinusoidal positions' size, and small models learn to use the source sooner.

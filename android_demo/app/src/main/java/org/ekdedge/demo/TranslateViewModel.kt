@@ -3,7 +3,10 @@ package org.ekdedge.demo
 import android.app.Application
 import androidx.lifecycle.AndroidViewModel
 import androidx.lifecycle.viewModelScope
+import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.Job
+import kotlinx.coroutines.SupervisorJob
 import kotlinx.coroutines.flow.MutableStateFlow
 import kotlinx.coroutines.flow.StateFlow
 import kotlinx.coroutines.launch
@@ -25,14 +28,15 @@ class TranslateViewModel(application: Application) : AndroidViewModel(applicatio
     private val _state = MutableStateFlow<UiState>(UiState.Loading)
     val state: StateFlow<UiState> = _state
 
-    private var translator: Translator? = null
+    @Volatile private var translator: Translator? = null
     private var ready: UiState.Ready? = null
 
-    init {
-        viewModelScope.launch {
-            _state.value = withContext(Dispatchers.IO) { load() }
-        }
+    // The jobs that use the session. Cancelling a coroutine does not stop a native
+    // OrtSession.run (or the session being created), so onCleared waits for both before closing.
+    private val loading: Job = viewModelScope.launch {
+        _state.value = withContext(Dispatchers.IO) { load() }
     }
+    private var translation: Job? = null
 
     private fun load(): UiState = try {
         val started = System.nanoTime()
@@ -56,13 +60,13 @@ class TranslateViewModel(application: Application) : AndroidViewModel(applicatio
     fun translate(text: String) {
         val model = translator ?: return
         val current = ready ?: return
-        if (text.isBlank()) return
+        if (text.isBlank() || translation?.isActive == true) return
         _state.value = UiState.Translating(current)
-        viewModelScope.launch {
+        translation = viewModelScope.launch {
             _state.value = withContext(Dispatchers.Default) {
                 try {
-                    val (translation, latency) = model.translate(text.trim())
-                    UiState.Translated(current, translation, latency)
+                    val (translated, latency) = model.translate(text.trim())
+                    UiState.Translated(current, translated, latency)
                 } catch (e: Exception) {
                     UiState.TranslationFailed(current, "Translation failed: ${e.message}")
                 }
@@ -70,7 +74,22 @@ class TranslateViewModel(application: Application) : AndroidViewModel(applicatio
         }
     }
 
+    /**
+     * viewModelScope is already cancelled here, but a translation (or the load) may still be inside
+     * native code that uses the session: close it only once both jobs have completed. The wait
+     * runs off the main thread, in a scope of its own (the view model's is gone).
+     */
     override fun onCleared() {
-        translator?.close()
+        val running = listOfNotNull(loading, translation)
+        closer.launch {
+            running.forEach { it.join() }
+            translator?.close()
+            translator = null
+        }
+    }
+
+    private companion object {
+        /** Outlives any one view model: closes sessions after their last translation has returned. */
+        val closer = CoroutineScope(SupervisorJob() + Dispatchers.IO)
     }
 }

@@ -32,8 +32,15 @@ class Translator(modelFile: File, private val contract: TranslatorContract) : Au
         checkAgainstContract()
     }
 
-    /** The translation of [text] and the time the model took, in milliseconds. */
+    private var closed = false
+
+    /**
+     * The translation of [text] and the time the model took, in milliseconds. Synchronized with
+     * [close]: the session is never closed while a run uses it, and never used once closed.
+     */
+    @Synchronized
     fun translate(text: String): Pair<String, Long> {
+        check(!closed) { "The translator is closed." }
         val started = System.nanoTime()
         val inputs = contract.inputs.associate { spec -> spec.name to tensorFor(spec, text) }
         try {
@@ -85,7 +92,10 @@ class Translator(modelFile: File, private val contract: TranslatorContract) : Au
         else -> OnnxJavaType.UNKNOWN
     }
 
+    @Synchronized
     override fun close() {
+        if (closed) return
+        closed = true
         session.close()
     }
 }

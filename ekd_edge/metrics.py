@@ -9,7 +9,7 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     Returns ``bleu``, ``chrf`` (0-100), ``bleu_signature``, ``chrf_signature`` (sacrebleu's own
     strings: a BLEU without its tokenizer and smoothing settings cannot be compared) and ``n``.
     """
-    # sacrebleu is imported here so that importing ekd_edge.bench (e.g. by the memory probe) stays light
+    # sacrebleu is imported here so that importing this module (e.g. by the memory probe) stays light
     from sacrebleu.metrics import BLEU, CHRF
 
     hypotheses, references = list(hypotheses), list(references)

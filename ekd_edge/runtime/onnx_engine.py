@@ -1,14 +1,15 @@
-"""Translating with an exported bundle through onnxruntime, with TorchTranslator's interface."""
+"""An optimum-layout ONNX bundle run by onnxruntime through ``ORTModelForSeq2SeqLM``."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
+from ekd_edge.data.tokenizer import load_tokenizer
 from ekd_edge.errors import BundleError
-from ekd_edge.export.manifest import verify_bundle
-from ekd_edge.export.portable import optimization_level
-from ekd_edge.translate import GenerateTranslator
+from ekd_edge.runtime.base import GenerateTranslator
+from ekd_edge.runtime.manifest import verify_bundle
+from ekd_edge.runtime.session import optimization_level
 
 
 class OnnxTranslator(GenerateTranslator):
@@ -23,8 +24,6 @@ class OnnxTranslator(GenerateTranslator):
 
     def __init__(self, bundle_dir: str | Path, threads: int | None = None):
         import onnxruntime as ort
-
-        from ekd_edge.data.tokenizer import load_tokenizer
 
         self.path = Path(bundle_dir)
         self.manifest = verify_bundle(self.path)
