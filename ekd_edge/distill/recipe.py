@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from ekd_edge.distill.losses import KD_LOSSES
+from ekd_edge.config import build
 from ekd_edge.defaults import DEFAULT_CORPUS
 from ekd_edge.errors import RecipeError
 
@@ -54,7 +55,7 @@ class TrainingSettings:
 @dataclass
 class TeacherSettings:
     name: str
-    size: str | dict | None = None
+    size: str | dict | None = field(default=None, metadata={"types": (str, dict)})
     steps: int = 0
     lr: float = 0.0                   # 0 = [training] lr
     checkpoint: str = ""              # an existing HF Marian checkpoint using the run's tokenizer;
@@ -64,7 +65,7 @@ class TeacherSettings:
 @dataclass
 class StudentSettings:
     name: str = "student"
-    size: str | dict = "tiny"
+    size: str | dict = field(default="tiny", metadata={"types": (str, dict)})
     steps_per_stage: int = 1000
     lr: float = 0.0                   # 0 = [training] lr
 
@@ -163,40 +164,6 @@ SECTIONS = {"data": DataSettings, "tokenizer": TokenizerSettings, "training": Tr
             "student": StudentSettings, "distill": DistillSettings}
 
 
-# TOML keys that are Python keywords, and the field each one fills.
-KEY_ALIASES = {"from": "from_"}
-
-
-def _build(cls, table: dict, where: str):
-    if not isinstance(table, dict):
-        raise RecipeError(f"{where}: expected a table, got {type(table).__name__}")
-    table = {KEY_ALIASES.get(key, key): value for key, value in table.items()}
-    allowed = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                          f"(allowed: {', '.join(name.rstrip('_') for name in allowed)})")
-    values = {}
-    for key, value in table.items():
-        default = allowed[key].default
-        if default is MISSING:
-            expected = str
-        else:
-            expected = type(default) if default is not None else None
-        if key == "size":
-            if not isinstance(value, (str, dict)):
-                raise RecipeError(f"{where}.size: expected a preset name or a table, got {value!r}")
-        elif expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif expected is not None and (not isinstance(value, expected) or isinstance(value, bool) != (expected is bool)):
-            raise RecipeError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
-        values[key] = value
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise RecipeError(f"{where}: {exc}") from None
-
-
 def parse_recipe(data: dict, source: str = "<recipe>") -> Recipe:
     allowed_top = {"name", "seed", "teachers_only", "teacher", "stage", *SECTIONS}
     unknown = sorted(set(data) - allowed_top)
@@ -204,7 +171,7 @@ def parse_recipe(data: dict, source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: unknown top-level key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed_top))})")
     if not isinstance(data.get("name"), str) or not data["name"]:
         raise RecipeError(f"{source}: the recipe needs a name = \"...\"")
-    sections = {key: _build(cls, data.get(key, {}), f"{source} [{key}]") for key, cls in SECTIONS.items()}
+    sections = {key: build(cls, data.get(key, {}), f"{source} [{key}]", RecipeError) for key, cls in SECTIONS.items()}
     teachers_only = data.get("teachers_only", False)
     if not isinstance(teachers_only, bool):
         raise RecipeError(f"{source}: teachers_only must be true or false, got {teachers_only!r}")
@@ -215,13 +182,13 @@ def parse_recipe(data: dict, source: str = "<recipe>") -> Recipe:
     teacher_tables = data.get("teacher", [])
     if not isinstance(teacher_tables, list):
         raise RecipeError(f"{source}: teachers are an array of tables: write [[teacher]]")
-    teachers = [_build(TeacherSettings, t, f"{source} [[teacher]] #{i + 1}") for i, t in enumerate(teacher_tables)]
+    teachers = [build(TeacherSettings, t, f"{source} [[teacher]] #{i + 1}", RecipeError) for i, t in enumerate(teacher_tables)]
     for t in teachers:
         t.checkpoint = resolve_checkpoint(t.checkpoint, f"{source} teacher {t.name!r} checkpoint")
     stage_tables = data.get("stage", [])
     if not isinstance(stage_tables, list):
         raise RecipeError(f"{source}: stages are an array of tables: write [[stage]]")
-    stages = [_build(StageSettings, t, f"{source} [[stage]] #{i + 1}") for i, t in enumerate(stage_tables)]
+    stages = [build(StageSettings, t, f"{source} [[stage]] #{i + 1}", RecipeError) for i, t in enumerate(stage_tables)]
     seed = data.get("seed", 0)
     if not isinstance(seed, int):
         raise RecipeError(f"{source}: seed must be an integer, got {seed!r}")

@@ -9,9 +9,10 @@ options, structured pruning with a recovery fine-tune, the mobile .ort conversio
 from __future__ import annotations
 
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ekd_edge.config import build
 from ekd_edge.defaults import (DEFAULT_CORPUS, MAX_BLEU_DROP, PARITY_SENTENCES, PARITY_THRESHOLD,
                                QUALITY_SENTENCES)
 from ekd_edge.errors import ProfileError
@@ -87,31 +88,10 @@ class Profile:
             self.prune.check(f"{where} [prune]")
 
 
-def _build(cls, table, where: str):
-    if not isinstance(table, dict):
-        raise ProfileError(f"{where}: expected a table, got {type(table).__name__}")
-    allowed = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
-    values = {}
-    for key, value in table.items():
-        spec = allowed[key]
-        default = spec.default if spec.default is not MISSING else (
-            spec.default_factory() if spec.default_factory is not MISSING else "")
-        expected = type(default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise ProfileError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
-        values[key] = value
-    return cls(**values)
-
-
 def parse_profile(data: dict, source: str) -> Profile:
     data = dict(data)
     tables = {"quantize": QuantizeSettings, "gate": GateSettings, "mobile": MobileSettings, "prune": PruneSettings}
-    parts = {key: _build(cls, data.pop(key), f"{source} [{key}]") for key, cls in tables.items() if key in data}
+    parts = {key: build(cls, data.pop(key), f"{source} [{key}]", ProfileError) for key, cls in tables.items() if key in data}
     scalars = {k: v for k, v in data.items()}
     if "name" not in scalars:
         scalars["name"] = Path(source).stem
