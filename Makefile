@@ -31,8 +31,9 @@ demo: install
 test-runtimes: install
 	$(PY) -m ekd_edge.bench.arm ensure
 
+# -rfEsxXp: the log names every test and its outcome (the aarch64 and app-runtime checks among them)
 test: install test-runtimes
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rfEsxXp
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
