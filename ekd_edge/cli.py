@@ -89,12 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in RUN_DIR (an error if there is none); a run directory that "
                         "already holds progress is resumed even without it")
-    p.add_argument("--only", metavar="TEACHER", action="append",
-                   help="train only this teacher of the recipe (repeatable), nothing else; "
-                        "lets the teachers of one run train on several machines")
+    p.add_argument("--only", metavar="NAME", action="append",
+                   help="train only this teacher or baseline (ce-only, direct-kd) of the recipe (repeatable), "
+                        "nothing else; lets the teachers of one run train on several machines")
     p.add_argument("--baselines", action="store_true",
                    help="also train, with the ladder's total student steps, a CE-only student and one distilled "
-                        "directly from the strongest teacher (RUN_DIR/baselines/); compare them with `ekd-edge compare`")
+                        "directly from the strongest teacher (RUN_DIR/baselines/), besides any the recipe's "
+                        "[student] baselines names; compare them with `ekd-edge compare`")
+    p.add_argument("--jobs", type=POSITIVE, default=1, metavar="N",
+                   help="2: train the baselines in a second process at the same time as the ladder (default 1)")
+    p.add_argument("--cache-dir", type=Path, metavar="DIR",
+                   help="tokenised corpus, teacher caches and seq-KD targets (default RUN_DIR/cache); runs of one "
+                        "sweep can share it")
 
     p = sub.add_parser("compare", formatter_class=_formatter, help="BLEU/chrF of every model of a run, with bootstrap statistics",
                        description=textwrap.dedent("""\
@@ -183,14 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", formatter_class=_formatter, help="the whole pipeline on the bundled corpus",
                        description=textwrap.dedent("""\
-        Distill the packaged `demo` recipe (two teachers, a two-stage student) on LibreOffice Help
-        en→de, export every student stage to ONNX fp32 and int8 (parity-gated on 200 test
-        sentences), benchmark every teacher, student and export on the test split, and write
-        RUN_DIR/report/{report.json,report.md,report.png}. Re-running resumes."""))
+        Distill the packaged `demo` recipe on LibreOffice Help en→de: a three-stage EKD student
+        from the three shipped teachers and, beside it in a second process, the direct-KD
+        baseline with the same total steps. Then compare every model on the test split (paired
+        bootstrap against the final stage), export the final student as the Android app's
+        one-file int8 model and as CTranslate2 int8, benchmark the top teacher, the final student
+        and its exports, and write RUN_DIR/report/{report.json,report.md,report.png}.
+        Re-running resumes."""))
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     p.add_argument("--recipe", default="demo", help="recipe to run instead of the packaged demo")
     p.add_argument("--latency-sentences", type=POSITIVE, default=100, help="(default: %(default)s)")
     p.add_argument("--test-sentences", type=COUNT, default=0, help="score only the first N test sentences (0 = all)")
+    p.add_argument("--jobs", type=POSITIVE, default=None, metavar="N",
+                   help="processes for the ladder and its baselines (default: 2 where 2 cores are free, else 1)")
     p = sub.add_parser("report", formatter_class=_formatter, help="stage versus deploy cost: table, Pareto plot, HTML",
                        description=textwrap.dedent("""\
         Gather every teacher and every stage's student (all export variants) of RUN from its
@@ -280,7 +291,8 @@ def cmd_distill(args) -> int:
         console.quiet = True  # one rank reports
     try:
         summary = run_recipe(recipe, run_dir, recipe_text(args.recipe), resume=args.resume,
-                             baselines=args.baselines, only=args.only)
+                             baselines=args.baselines, only=args.only, jobs=args.jobs,
+                             cache_dir=args.cache_dir)
     finally:
         distributed.shutdown()
     if console.quiet:
@@ -373,7 +385,7 @@ def cmd_demo(args) -> int:
     from ekd_edge.pipeline import run_demo
 
     run_demo(args.recipe, args.run_dir, latency_sentences=args.latency_sentences,
-             test_sentences=args.test_sentences or None)
+             test_sentences=args.test_sentences or None, jobs=args.jobs)
     return 0
 
 

@@ -111,6 +111,23 @@ def replace_dir(new: str | Path, target: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def publish_dir(new: str | Path, final: str | Path) -> bool:
+    """Rename the finished build ``new`` to ``final``, a path named by a hash of its content (a cache).
+
+    Two processes may build the same key at once (runs sharing a cache directory): the first rename
+    wins and the other's identical build is dropped. Returns False when ``new`` was published,
+    True when another process had published ``final`` first.
+    """
+    try:
+        os.replace(new, final)
+    except OSError:
+        if not Path(final).is_dir():
+            raise
+        shutil.rmtree(new, ignore_errors=True)
+        return True
+    return False
+
+
 def _default_permissions(tree: Path) -> None:
     """Staging folders are private (0700) while they are built; the result gets the usual modes."""
     umask = os.umask(0)
@@ -138,12 +155,17 @@ class RunLock:
     The kernel drops an flock when its process dies, however it dies, so a killed run never
     blocks the next one; the pid left in the file tells the next run that it takes over a stale
     lock (reported through ``on_stale``). A second live process is refused with one line.
+
+    ``delegate_of``: the pid of a parent that holds the lock and started this process to do part of
+    its work (ladder.py's second job). Such a child is let in while that parent holds the lock, and
+    only then: anyone else, or the child of a parent that no longer holds it, is refused as usual.
     """
 
-    def __init__(self, directory: str | Path, on_stale=None):
+    def __init__(self, directory: str | Path, on_stale=None, delegate_of: int | None = None):
         self.directory = Path(directory)
         self.path = self.directory / LOCK_NAME
         self.on_stale = on_stale or (lambda message: None)
+        self.delegate_of = delegate_of
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
@@ -156,6 +178,8 @@ class RunLock:
         except BlockingIOError:
             holder = _read_fd(fd)
             os.close(fd)
+            if self.delegate_of is not None and holder.get("pid") == self.delegate_of == os.getppid():
+                return self   # the parent's lock covers its own helper process
             raise EkdError(f"{self.directory}: in use by process {holder.get('pid', '?')} (lock {self.path}); "
                            "wait for it to finish or stop it") from None
         previous = _read_fd(fd)

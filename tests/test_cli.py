@@ -85,29 +85,35 @@ def test_translate_of_a_missing_model_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
-    """distill → export fp32/int8 of every stage (parity-gated) → benchmark → report, no network."""
+    """distill (baseline in a second job) → paired comparison → shipped exports → benchmark → report."""
     from ekd_edge.pipeline import run_demo
 
     recipe = tmp_path / "nano.toml"
-    recipe.write_text(NANO_RECIPE)
+    recipe.write_text(NANO_RECIPE.replace("steps_per_stage = 20", 'steps_per_stage = 20\nbaselines = ["direct-kd"]'))
     run_dir = tmp_path / "run"
-    result = run_demo(str(recipe), run_dir, latency_sentences=3, test_sentences=20)
+    result = run_demo(str(recipe), run_dir, latency_sentences=3, test_sentences=20, jobs=2)
     rows = result["rows"]
-    assert [(r["name"], r["variant"]) for r in rows] == [
-        ("t1", "pytorch"), ("t2", "pytorch"), ("stage-1", "pytorch"), ("stage-2", "pytorch"),
-        ("stage-1", "fp32"), ("stage-1", "int8"), ("stage-2", "fp32"), ("stage-2", "int8")]
+    assert [(r["name"], r["role"], r["variant"]) for r in rows] == [
+        ("stage-2", "student", "pytorch"), ("stage-2", "student", "onefile-int8"), ("stage-2", "student", "ct2-int8")]
     for r in rows:
         assert r["n_sentences"] == 20 and r["peak_rss_mb"] > 0 and r["size_mb"] > 0
-    fp32 = json.loads((run_dir / "exports" / "stage-2-fp32" / "manifest.json").read_text())
-    assert fp32["parity"]["status"] == "passed" and fp32["parity"]["n"] == 20
-    assert fp32["languages"] == {"src": "en", "tgt": "de"}   # from the run's corpus, via metrics.json
-    arm = json.loads((run_dir / "exports" / "stage-2-int8-arm64" / "manifest.json").read_text())
-    assert arm["settings"]["numerics"] == "portable" and arm["profile"]["name"] == "arm64"
-    assert {"report.json", "report.md", "report.png"} <= {p.name for p in (run_dir / "report").iterdir()}
+    # the ladder's own verdict: every model scored on the same sentences, p-values against the final stage
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    compared = {r["name"]: r for r in report["comparison"]["rows"]}
+    assert set(compared) == {"t1", "t2", "ekd-stage-1", "ekd-stage-2", "direct-kd"}
+    assert report["comparison"]["reference_system"] == "ekd-stage-2" and compared["ekd-stage-2"]["bleu_p"] is None
+    assert 0 <= compared["direct-kd"]["bleu_p"] <= 1 and report["comparison"]["sentences"] == 20
+    assert "| direct-kd | baseline |" in (run_dir / "report" / "report.md").read_text()
+    # the pytorch row's BLEU is the comparison's BLEU of the same model on the same sentences
+    assert rows[0]["bleu"] == pytest.approx(compared["ekd-stage-2"]["bleu"], abs=1e-6)
+    onefile = json.loads((run_dir / "exports" / "stage-2-onefile-int8" / "manifest.json").read_text())
+    assert onefile["profile"]["name"] == "android-app" and onefile["languages"] == {"src": "en", "tgt": "de"}
+    phases = json.loads((run_dir / "demo.json").read_text())["phases"]
+    assert set(phases) == {"distill_s", "compare_s", "export_s", "benchmark_s"}
     # a second run resumes: nothing is retrained or re-exported
     stamps = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.safetensors")}
     stamps.update({p: p.stat().st_mtime_ns for p in run_dir.rglob("*.onnx")})
-    run_demo(str(recipe), run_dir, latency_sentences=3, test_sentences=20)
+    run_demo(str(recipe), run_dir, latency_sentences=3, test_sentences=20, jobs=2)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from ekd_edge.errors import BundleError, EkdError
 from ekd_edge.export.destination import check_destination
-from ekd_edge.files import RunLock, remove_stale_staging, staging_dir, write_text_atomic
+from ekd_edge.files import RunLock, publish_dir, remove_stale_staging, staging_dir, write_text_atomic
 
 
 def _dead_pid() -> int:
@@ -65,6 +65,23 @@ def test_a_second_lock_on_a_directory_is_refused_until_released(tmp_path):
     assert stale == []   # a cleanly released lock is not stale
 
 
+def test_only_the_lock_holders_own_child_may_share_its_lock(tmp_path):
+    """A second job (ladder.SecondJob) names its parent; anyone else naming it is still refused."""
+    probe = ("import sys\nfrom ekd_edge.files import RunLock\nfrom ekd_edge.errors import EkdError\n"
+             "try:\n    RunLock(sys.argv[1], delegate_of=int(sys.argv[2])).acquire()\nexcept EkdError:\n"
+             "    sys.exit(3)\n")
+    with RunLock(tmp_path):
+        child = subprocess.run([sys.executable, "-c", probe, str(tmp_path), str(os.getpid())], timeout=60)
+        stranger = subprocess.run([sys.executable, "-c", probe, str(tmp_path), str(os.getpid() + 1)], timeout=60)
+        # a grandchild names the right pid, but the holder is not its parent
+        grandchild = subprocess.run([sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.run("
+                                     "[sys.executable, '-c', sys.argv[1], sys.argv[2], sys.argv[3]]).returncode)",
+                                     probe, str(tmp_path), str(os.getpid())], timeout=60)
+    assert (child.returncode, stranger.returncode, grandchild.returncode) == (0, 3, 3)
+    released = subprocess.run([sys.executable, "-c", probe, str(tmp_path), str(os.getpid())], timeout=60)
+    assert released.returncode == 0   # nobody holds it: an ordinary acquisition
+
+
 def test_a_lock_whose_holder_died_is_taken_over(tmp_path):
     pid = _dead_pid()
     (tmp_path / ".ekd-edge.lock").write_text(json.dumps({"pid": pid, "host": "here"}))
@@ -99,3 +116,17 @@ trainer.train(model, BatchStream(pairs, 64, 0), 3, TrainingSettings(warmup_steps
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "teacher t: step" in line]
     assert [line.split("step ")[1].split(" ")[0] for line in lines] == ["1/3", "2/3", "3/3"], proc.stderr
+
+
+def test_the_second_of_two_identical_cache_builds_yields_to_the_first(tmp_path):
+    """Runs sharing a cache directory may build one key at once: the loser's rename must not fail."""
+    final = tmp_path / "cache" / "teacher-abc"
+    final.parent.mkdir()
+    first, second = staging_dir(final), staging_dir(final)
+    (first / "values.npy").write_text("first")
+    (second / "values.npy").write_text("second")
+    assert publish_dir(first, final) is False
+    assert publish_dir(second, final) is True
+    assert (final / "values.npy").read_text() == "first" and not second.exists()
+    with pytest.raises(OSError):   # anything else that stops the rename is still an error
+        publish_dir(tmp_path / "missing", tmp_path / "cache" / "other")

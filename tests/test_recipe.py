@@ -2,6 +2,8 @@
 
 import tomllib
 
+from pathlib import Path
+
 import pytest
 
 from ekd_edge.distill.recipe import load_recipe, packaged_recipes, parse_recipe
@@ -49,6 +51,9 @@ def test_minimal_recipe_gets_defaults():
     ({"teacher": [{"name": "a", "size": "nano"}]}, "needs either checkpoint"),
     ({"data": {"empty_lines": "ignore"}}, "empty_lines must be"),
     ({"student": {"steps_per_stage": True}}, "expected int"),
+    ({"student": {"baselines": ["direct_kd"]}}, "[student] baselines: expected distinct names from ce-only, direct-kd"),
+    ({"student": {"baselines": ["ce-only", "ce-only"]}}, "[student] baselines: expected distinct names"),
+    ({"student": {"baselines": "direct-kd"}}, "[student].baselines: expected list"),
 ])
 def test_mistakes_are_named(changes, message):
     with pytest.raises(RecipeError) as err:
@@ -65,8 +70,17 @@ def test_recipe_file_errors(tmp_path):
         load_recipe(tmp_path / "missing.toml")
 
 
-def test_packaged_demo_parses_as_plain_toml():
-    from importlib import resources
+def test_packaged_demo_climbs_the_shipped_teachers_and_keeps_the_capacity_gap():
+    """The demo trains no teacher; its teachers grow, and the top one is at least 8x the student."""
+    import json
 
-    data = tomllib.loads((resources.files("ekd_edge") / "recipes" / "demo.toml").read_text())
-    assert [t["name"] for t in data["teacher"]] == ["teacher-small", "teacher-base"]
+    from ekd_edge.models import build_model, count_parameters
+
+    recipe = load_recipe("demo")
+    assert all(t.checkpoint and not t.steps for t in recipe.teachers)
+    params = [json.loads((Path(t.checkpoint) / "metrics.json").read_text())["params"] for t in recipe.teachers]
+    assert params == sorted(params) and len(params) == 3
+    vocab = json.loads((Path(recipe.teachers[-1].checkpoint) / "config.json").read_text())["vocab_size"]
+    student = count_parameters(build_model(recipe.student.size, vocab))
+    assert params[-1] >= 8 * student
+    assert recipe.tokenizer.from_ == recipe.teachers[-1].name and recipe.student.baselines == ["direct-kd"]

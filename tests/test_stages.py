@@ -8,7 +8,7 @@ import pytest
 
 from ekd_edge.distill.ladder import run_recipe
 from ekd_edge.distill.recipe import parse_recipe
-from ekd_edge.errors import RecipeError
+from ekd_edge.errors import EkdError, RecipeError
 
 BASE = """
 name = "nano-methods"
@@ -124,3 +124,31 @@ def test_speculative_and_ce_stages_and_compare(tmp_path):
     assert rows["t2"]["params"] > rows["ekd-stage-2"]["params"]
     table = (tmp_path / "compare" / "valid.md").read_text()
     assert "| ekd-stage-2 | student |" in table and "ref." in table
+
+
+def test_a_baseline_trained_by_the_second_job_equals_one_trained_in_process(tmp_path, no_network):
+    """jobs = 2 moves the baseline to a second process: same weights, same ladder, both reported."""
+    text = BASE.replace("steps_per_stage = 2", 'steps_per_stage = 3\nbaselines = ["direct-kd"]').replace(
+        "[training]", "[training]\nthreads = 1")
+    r = parse_recipe(tomllib.loads(text), "r.toml")
+    one = run_recipe(r, tmp_path / "one", text, jobs=1)
+    two = run_recipe(r, tmp_path / "two", text, jobs=2)
+    assert set(one["baselines"]) == set(two["baselines"]) == {"direct-kd"}
+    assert not (tmp_path / "two" / "baselines" / "ce-only").exists()
+    assert "second process" in (tmp_path / "two" / "distill.log").read_text()
+    for part in ("baselines/direct-kd", "students/stage-2"):
+        a = (tmp_path / "one" / part / "model.safetensors").read_bytes()
+        b = (tmp_path / "two" / part / "model.safetensors").read_bytes()
+        assert a == b, part
+    assert two["baselines"]["direct-kd"]["steps"] == 2 * r.student.steps_per_stage
+
+
+def test_a_failing_second_job_fails_the_run_with_its_last_line(tmp_path, no_network):
+    text = BASE.replace("steps_per_stage = 2", 'steps_per_stage = 2\nbaselines = ["ce-only"]')
+    r = parse_recipe(tomllib.loads(text), "r.toml")
+    run_recipe(r, tmp_path, text, jobs=2)
+    shutil.rmtree(tmp_path / "baselines" / "ce-only")
+    (tmp_path / "baselines" / "ce-only.progress.pt").write_bytes(b"not a checkpoint")   # resume state it cannot read
+    with pytest.raises(EkdError, match="second job failed \\(exit 2\\): error: .*ce-only.progress.pt: corrupt"):
+        run_recipe(r, tmp_path, text, jobs=2)
+    assert not (tmp_path / "baselines" / "ce-only").exists()

@@ -148,7 +148,8 @@ def _md_metric_signatures(rows: list[dict]) -> list[str]:
     return lines
 
 
-def render_markdown(rows: list[dict], signature: dict, title: str) -> str:
+def render_markdown(rows: list[dict], signature: dict, title: str, sections=()) -> str:
+    """The report's Markdown: the rows, then each (heading, markdown) section, then the signature."""
     lines = [f"# {title}", ""]
     lines += _md_table(rows)
     n = {row.get("n_sentences") for row in rows if row.get("n_sentences") is not None}
@@ -161,6 +162,8 @@ def render_markdown(rows: list[dict], signature: dict, title: str) -> str:
         "Peak RSS and load time: measured in a fresh process. MB = MiB (2^20 bytes).",
         "",
     ]
+    for heading, body in sections:
+        lines += [f"## {heading}", "", body.rstrip("\n"), ""]
     lines += _md_signature(signature)
     lines += [""] + _md_metric_signatures(rows) + [""]
     return "\n".join(lines)
@@ -309,16 +312,20 @@ def check_report_destination(out_dir: Path, outputs: list[Path], marker: Path) -
                        "(choose another --out)")
 
 
-def write_report(rows: list[dict], out_dir: str | Path, signature: dict, title: str = "ekd-edge benchmark") -> dict:
-    """Write report.json, report.md and report.png into ``out_dir``; returns {"json", "md", "png"} -> Path."""
+def write_report(rows: list[dict], out_dir: str | Path, signature: dict, title: str = "ekd-edge benchmark",
+                 sections=(), extra: dict | None = None) -> dict:
+    """Write report.json, report.md and report.png into ``out_dir``; returns {"json", "md", "png"} -> Path.
+
+    ``sections``: (heading, markdown) parts added to report.md; ``extra``: more keys for report.json.
+    """
     rows = [dict(r) for r in rows]
     if not rows:
         raise ValueError("no benchmark rows to report")
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "png": out_dir / "report.png"}
     check_report_destination(out_dir, list(paths.values()), paths["json"])
-    payload = json_safe({"format": REPORT_FORMAT, "title": title, "signature": signature, "rows": rows})
+    payload = json_safe({"format": REPORT_FORMAT, "title": title, "signature": signature, "rows": rows, **(extra or {})})
     write_json_atomic(paths["json"], payload)
-    write_bytes_atomic(paths["md"], render_markdown(rows, signature, title).encode("utf-8"))
+    write_bytes_atomic(paths["md"], render_markdown(rows, signature, title, sections).encode("utf-8"))
     write_bytes_atomic(paths["png"], render_png(rows, signature, title))
     return paths

@@ -28,7 +28,7 @@ import torch
 from ekd_edge.data.tokenizer import PAD_ID, TOKENIZER_FILES
 from ekd_edge.distill.losses import IGNORE
 from ekd_edge.errors import EkdError
-from ekd_edge.files import staging_dir
+from ekd_edge.files import publish_dir, staging_dir
 from ekd_edge.hashing import file_sha256
 
 
@@ -216,7 +216,7 @@ def _open_or_build(final: Path, tokenizer, src, tgt, max_length, truncate_to, ch
         meta = _write_tokens(tmp, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
         meta["key"] = final.name.removeprefix("pairs-")
         _write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
-        os.replace(tmp, final)
+        publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return MappedPairs.open(final)

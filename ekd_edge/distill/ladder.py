@@ -9,14 +9,23 @@ a model whose directory already holds metrics.json is never trained again, so an
 run picks up at the first unfinished model.
 
 Run directory:
-    recipe.toml · run.json · tokenizer/ · teachers/<name>/ · students/stage-<k>/
-    cache/ (tokenised corpus, teacher caches, seq-KD targets: reused on restart)
+    recipe.toml · run.json · distill.log · tokenizer/ · teachers/<name>/ · students/stage-<k>/
+    baselines/<name>/ · cache/ (tokenised corpus, teacher caches, seq-KD targets: reused on restart)
+
+Baselines (the recipe's ``[student] baselines``, or all of them with ``--baselines``) train after
+the ladder, or with ``jobs = 2`` at the same time in a second process (``distill --only NAME`` on
+the same run directory, which shares the parent's lock): on a 2-core machine the comparison then
+costs no extra wall time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -31,7 +40,7 @@ from ekd_edge.distill import distributed
 from ekd_edge.distill.batches import BatchStream, tokenize_to_disk
 from ekd_edge.distill.checkpointing import ProgressFile, is_done
 from ekd_edge.distill.methods import plan_stage, run_baselines
-from ekd_edge.distill.recipe import Recipe, check_copy_init, with_lr
+from ekd_edge.distill.recipe import BASELINES, Recipe, check_copy_init, with_lr
 from ekd_edge.distill.trainer import evaluate, train
 from ekd_edge.distill.identity import check_run_identity, check_tokenizer, data_identity, teacher_identity
 from ekd_edge.errors import CorpusError, EkdError, RecipeError
@@ -52,31 +61,45 @@ def prepare_run_dir(run_dir: Path, recipe: Recipe, recipe_text: str, write: bool
         write_text_atomic(marker, recipe_text)
 
 
+LOCK_DELEGATE_ENV = "EKD_EDGE_LOCK_DELEGATE"   # set for a second job: the pid of the parent holding the lock
+
+
 def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bool = False,
-               baselines: bool = False, only: list[str] | None = None) -> dict:
+               baselines: bool = False, only: list[str] | None = None, jobs: int = 1,
+               cache_dir: str | Path | None = None) -> dict:
     """Train every model of the recipe that is not finished yet; return the run summary.
 
     A model interrupted mid-training continues from its progress checkpoint (checkpointing.py);
     ``resume`` only insists that ``run_dir`` already holds this recipe's run. ``only`` names the
-    teachers to train now (nothing else is trained): teachers of one run on several machines. Under torchrun every
-    rank runs this function; rank 0 alone writes (distributed.py).
+    teachers or baselines to train now (nothing else is trained): teachers of one run on several
+    machines. ``baselines`` adds every baseline to the recipe's own; ``jobs = 2`` trains them in a
+    second process beside the ladder. ``cache_dir`` (default RUN/cache) holds the tokenised corpus,
+    teacher caches and seq-KD targets; runs that share one reuse each other's (all are keyed by
+    content). Under torchrun every rank runs this function; rank 0 alone writes (distributed.py).
     """
     run_dir = Path(run_dir)
     ctx = distributed.context()
-    unknown = sorted(set(only or ()) - {t.name for t in recipe.teachers})
+    choices = [t.name for t in recipe.teachers] + (list(BASELINES) if recipe.student is not None else [])
+    unknown = sorted(set(only or ()) - set(choices))
     if unknown:
-        raise EkdError(f"--only: no teacher named {', '.join(unknown)} in {recipe.source}"
-                       f" (teachers: {', '.join(t.name for t in recipe.teachers)})")
+        raise EkdError(f"--only: no teacher or baseline named {', '.join(unknown)} in {recipe.source}"
+                       f" (choose from: {', '.join(choices)})")
+    if jobs < 1:
+        raise EkdError(f"--jobs must be at least 1, got {jobs}")
+    wanted = [] if recipe.student is None else [b for b in BASELINES if b in recipe.student.baselines or baselines]
     if resume and not (run_dir / "recipe.toml").is_file():
         raise EkdError(f"{run_dir}: nothing to resume (no recipe.toml); run without --resume to start")
     prepare_run_dir(run_dir, recipe, recipe_text, write=False)  # refuse a foreign directory first
     if not ctx.is_main:
-        return _run_locked(recipe, run_dir, recipe_text, baselines, only)
-    # One process per run directory: a second one would train the same model from the same progress file.
+        return _run_locked(recipe, run_dir, recipe_text, wanted, only, jobs, cache_dir)
+    # One process per run directory: a second one would train the same model from the same progress
+    # file. The one exception is this run's own second job, started by the lock's holder.
     created = not run_dir.exists()
+    delegate = os.environ.get(LOCK_DELEGATE_ENV)
     try:
-        with RunLock(run_dir, on_stale=console.log), log_to(run_dir / "distill.log"):
-            return _run_locked(recipe, run_dir, recipe_text, baselines, only)
+        with RunLock(run_dir, on_stale=console.log, delegate_of=int(delegate) if delegate else None), \
+                log_to(run_dir / "distill.log"):
+            return _run_locked(recipe, run_dir, recipe_text, wanted, only, jobs, cache_dir)
     except EkdError:
         # Refused before any model trained (e.g. no pair fits max_length): a directory this call
         # created holds only its own bookkeeping, so the corrected recipe can start afresh there.
@@ -88,11 +111,16 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: bool, only: list[str] | None) -> dict:
+def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list[str], only: list[str] | None,
+                jobs: int, cache_dir: str | Path | None) -> dict:
     ctx = distributed.context()
     started = time.perf_counter()
-    if recipe.training.threads:
-        torch.set_num_threads(recipe.training.threads)
+    cache_root = Path(cache_dir) if cache_dir else run_dir / "cache"
+    threads = recipe.training.threads
+    if jobs > 1 and not threads:   # the jobs share the cores instead of each taking all of them
+        threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    if threads:
+        torch.set_num_threads(threads)
 
     # Data: fail on bad input before any training starts.
     corpus = load_corpus(recipe.data.corpus, recipe.data.src_lang or None, recipe.data.tgt_lang or None)
@@ -146,7 +174,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: bool
 
     # On disk, memory-mapped (batches.py): a large corpus never sits in Python lists; reused on restart.
     truncate_to = recipe.data.max_length if recipe.data.long_pairs == "truncate" else None
-    pairs = tokenize_to_disk(tokenizer, train_text.src, train_text.tgt, long_pair_limit(recipe), run_dir / "cache",
+    pairs = tokenize_to_disk(tokenizer, train_text.src, train_text.tgt, long_pair_limit(recipe), cache_root,
                              truncate_to=truncate_to, description=f"tokenizing {len(train_text):,} training pairs")
     what = "truncated" if recipe.data.long_pairs == "truncate" else "dropped"
     if not len(pairs):
@@ -196,31 +224,51 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: bool
                        checkpoint_every=recipe.training.checkpoint_every)
         finish(model, out_dir, "teacher", result, {"size": teacher.size})
 
-    previous: Path | None = None
-    stages = [] if recipe.student is None or only else list(enumerate(zip(recipe.teachers, teacher_dirs), start=1))
-    for k, (teacher, teacher_dir) in stages:
-        out_dir = run_dir / "students" / f"stage-{k}"
-        if not is_done(out_dir):
-            if previous is None:
-                student = build_model(recipe.student.size, vocab_size, seed=recipe.seed + 1000, dropout=dropout)
-            else:
-                student = load_model(previous, expected_vocab=tokenizer_dir)
-            teacher_model = load_model(teacher_dir, expected_vocab=tokenizer_dir)
-            plan = plan_stage(recipe.stage(k), k, recipe, student, teacher_model, teacher_dir, stream, tokenizer,
-                              train_text.src, train_text.tgt, run_dir)
-            result = train(student, plan.stream, recipe.student.steps_per_stage,
-                           with_lr(recipe.training, recipe.student.lr), teacher=plan.teacher, kd_term=plan.kd_term,
-                           distill=recipe.distill, description=f"stage {k} ← {teacher.name} ({plan.notes['method']})",
-                           first_batch=plan.first_batch, seed=recipe.seed + 1000 + k,
-                           progress=ProgressFile.for_model(out_dir, "student", recipe.student.steps_per_stage),
-                           checkpoint_every=recipe.training.checkpoint_every)
-            finish(student, out_dir, "student", result,
-                   {"stage": k, "teacher": teacher.name, "warm_start": str(previous) if previous else None,
-                    "distill": asdict(recipe.distill), "stage_method": plan.notes})
-        previous = out_dir
+    if only:   # a baseline named by --only (a second job's whole work): nothing else runs
+        baselines = [b for b in baselines + list(BASELINES) if b in only]
+    baselines = list(dict.fromkeys(baselines))
+    if "direct-kd" in baselines and not (recipe.teachers[-1].checkpoint or is_done(teacher_dirs[-1])):
+        raise EkdError(f"baseline direct-kd: the top teacher {recipe.teachers[-1].name!r} is not trained yet "
+                       f"({teacher_dirs[-1]}); train the teachers first")
+    pending = [b for b in baselines if not is_done(run_dir / "baselines" / b)]
+    helper = None
+    if jobs > 1 and pending and not only and ctx.world_size == 1:
+        helper = SecondJob.start(run_dir, pending, threads, cache_dir)
+        pending = []
 
-    if baselines and recipe.student is not None and not only:  # CE-only and direct-KD students with the ladder's total steps (methods.py)
-        summary["baselines"] = run_baselines(recipe, run_dir, stream, vocab_size, teacher_dirs[-1], tokenizer_dir, finish)
+    try:
+        previous: Path | None = None
+        stages = [] if recipe.student is None or only else list(enumerate(zip(recipe.teachers, teacher_dirs), start=1))
+        for k, (teacher, teacher_dir) in stages:
+            out_dir = run_dir / "students" / f"stage-{k}"
+            if not is_done(out_dir):
+                if previous is None:
+                    student = build_model(recipe.student.size, vocab_size, seed=recipe.seed + 1000, dropout=dropout)
+                else:
+                    student = load_model(previous, expected_vocab=tokenizer_dir)
+                teacher_model = load_model(teacher_dir, expected_vocab=tokenizer_dir)
+                plan = plan_stage(recipe.stage(k), k, recipe, student, teacher_model, teacher_dir, stream, tokenizer,
+                                  train_text.src, train_text.tgt, cache_root)
+                result = train(student, plan.stream, recipe.student.steps_per_stage,
+                               with_lr(recipe.training, recipe.student.lr), teacher=plan.teacher, kd_term=plan.kd_term,
+                               distill=recipe.distill, description=f"stage {k} ← {teacher.name} ({plan.notes['method']})",
+                               first_batch=plan.first_batch, seed=recipe.seed + 1000 + k,
+                               progress=ProgressFile.for_model(out_dir, "student", recipe.student.steps_per_stage),
+                               checkpoint_every=recipe.training.checkpoint_every)
+                finish(student, out_dir, "student", result,
+                       {"stage": k, "teacher": teacher.name, "warm_start": str(previous) if previous else None,
+                        "distill": asdict(recipe.distill), "stage_method": plan.notes})
+            previous = out_dir
+
+        if pending:   # the students the ladder must beat (methods.py)
+            run_baselines(recipe, run_dir, stream, vocab_size, teacher_dirs[-1], tokenizer_dir, finish, names=pending,
+                          cache_root=cache_root)
+        if helper is not None:
+            helper.wait()
+    except BaseException:   # a failed or interrupted ladder takes its second job down with it
+        if helper is not None:
+            helper.stop()
+        raise
 
     for teacher, teacher_dir in zip(recipe.teachers, teacher_dirs):
         if only and not is_done(teacher_dir):
@@ -228,10 +276,68 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: bool
         summary["teachers"][teacher.name] = _read_metrics(teacher_dir)
     for k, _ in stages:
         summary["stages"][f"stage-{k}"] = _read_metrics(run_dir / "students" / f"stage-{k}")
+    if baselines:
+        summary["baselines"] = {b: _read_metrics(run_dir / "baselines" / b) for b in baselines}
     summary["wall_s_this_invocation"] = round(time.perf_counter() - started, 1)
     if ctx.is_main:
         write_json_atomic(run_dir / "run.json", summary)
     return summary
+
+
+class SecondJob:
+    """Baselines trained by a second process beside the ladder: ``distill RUN/recipe.toml --only NAME``.
+
+    It shares the parent's lock (LOCK_DELEGATE_ENV), dies with the parent, and writes its console
+    output to RUN/baselines/second-job.log; its model directories are what the parent reads back.
+    """
+
+    def __init__(self, run_dir: Path, names: list[str], proc: subprocess.Popen, log: Path):
+        self.run_dir, self.names, self.proc, self.log = run_dir, names, proc, log
+
+    @classmethod
+    def start(cls, run_dir: Path, names: list[str], threads: int, cache_dir=None) -> "SecondJob":
+        log = run_dir / "baselines" / "second-job.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "ekd_edge", "distill", str(run_dir / "recipe.toml"), "--run-dir", str(run_dir)]
+        for name in names:
+            command += ["--only", name]
+        if cache_dir:
+            command += ["--cache-dir", str(cache_dir)]
+        env = {**os.environ, LOCK_DELEGATE_ENV: str(os.getpid())}
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    preexec_fn=_die_with_parent)
+        console.log(f"baselines {', '.join(names)}: training in a second process (pid {proc.pid}, log {log})")
+        return cls(run_dir, names, proc, log)
+
+    def wait(self) -> None:
+        if self.proc.poll() is None:
+            with console.status(f"waiting for the second job (baselines {', '.join(self.names)}; log {self.log})"):
+                self.proc.wait()
+        if self.proc.returncode != 0:
+            lines = [line for line in self.log.read_text(errors="replace").splitlines() if line.strip()]
+            raise EkdError(f"baselines {', '.join(self.names)}: the second job failed (exit {self.proc.returncode}): "
+                           f"{lines[-1].strip() if lines else 'no output'}; log {self.log}")
+        for name in self.names:
+            record = _read_metrics(self.run_dir / "baselines" / name)
+            console.log(f"baselines/{name}: valid BLEU {record['valid']['bleu']:.2f} (second job)")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: receive SIGTERM when the parent dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def check_stage_fits(recipe: Recipe, k: int, teacher_dir: Path) -> None:

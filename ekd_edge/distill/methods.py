@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ekd_edge.distill.recipe import StageSettings
+from ekd_edge.distill.recipe import BASELINES, StageSettings
 
 
 @dataclass
@@ -37,12 +37,11 @@ class StagePlan:
 
 
 def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, teacher_dir: Path, stream,
-               tokenizer, train_src: list[str], train_tgt: list[str], run_dir: Path) -> StagePlan:
+               tokenizer, train_src: list[str], train_tgt: list[str], cache_root: Path) -> StagePlan:
     """Set a stage up: build or reuse caches and distilled data, choose the KD signal, copy-init."""
     from ekd_edge.distill.batches import BatchStream
 
     ds = recipe.distill
-    cache_root = Path(run_dir) / "cache"
     notes: dict = {"method": settings.method}
     first_batch = (k - 1) * recipe.student.steps_per_stage
     mapping = None
@@ -86,11 +85,8 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, teache
     return StagePlan(stream, teacher=teacher, first_batch=first_batch, notes=notes)
 
 
-BASELINES = ("ce-only", "direct-kd")
-
-
 def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_dir: Path, tokenizer_dir: Path,
-                  finish) -> dict:
+                  finish, names=BASELINES, cache_root: Path | None = None) -> None:
     """The two students EKD must beat, each trained for the ladder's total student steps from scratch:
     ``ce-only`` (no teacher) and ``direct-kd`` (word-level KD from the strongest teacher alone).
 
@@ -103,7 +99,7 @@ def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_di
     from ekd_edge.models import build_model, load_model
 
     total = recipe.student.steps_per_stage * len(recipe.teachers)
-    for name in BASELINES:
+    for name in names:
         out_dir = Path(run_dir) / "baselines" / name
         if is_done(out_dir):
             continue
@@ -114,7 +110,7 @@ def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_di
             from ekd_edge.distill.teacher_cache import CachedTeacher, build_teacher_cache
 
             ds = recipe.distill
-            cache = build_teacher_cache(teacher, top_teacher_dir, stream.pairs, Path(run_dir) / "cache", cache_k,
+            cache = build_teacher_cache(teacher, top_teacher_dir, stream.pairs, cache_root or Path(run_dir) / "cache", cache_k,
                                         ds.temperature, description=f"baseline {name}: teacher top-{cache_k}")
             kd_term, teacher = CachedTeacher(cache, stream, ds.loss, ds.temperature, ds.jsd_beta), None
         result = train(student, stream, total, with_lr(recipe.training, recipe.student.lr), teacher=teacher,
@@ -125,10 +121,3 @@ def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_di
         finish(student, out_dir, "baseline", result,
                {"baseline": name, "teacher": str(top_teacher_dir) if name == "direct-kd" else None,
                 "teacher_cache_k": cache_k if name == "direct-kd" else None})
-    return {name: json_or_empty(Path(run_dir) / "baselines" / name / "metrics.json") for name in BASELINES}
-
-
-def json_or_empty(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text()) if path.is_file() else {}

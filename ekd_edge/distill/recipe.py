@@ -68,6 +68,13 @@ class StudentSettings:
     size: str | dict = field(default="tiny", metadata={"types": (str, dict)})
     steps_per_stage: int = 1000
     lr: float = 0.0                   # 0 = [training] lr
+    baselines: list = field(default_factory=list)   # of BASELINES: students the ladder must beat, trained
+                                                    # from scratch with the ladder's total steps
+
+
+# The students an EKD ladder is measured against (methods.run_baselines): no teacher at all, and
+# word-level KD from the strongest teacher alone.
+BASELINES = ("ce-only", "direct-kd")
 
 
 @dataclass
@@ -235,6 +242,10 @@ def validate(recipe: Recipe) -> None:
     student = recipe.student or StudentSettings(name="")   # teachers only: nothing of the student to check
     if student.name in names:
         raise RecipeError(f"{where}: the student's name {recipe.student.name!r} is also a teacher's name")
+    wrong = [b for b in student.baselines if b not in BASELINES]
+    if wrong or len(set(map(str, student.baselines))) != len(student.baselines):
+        raise RecipeError(f"{where} [student] baselines: expected distinct names from {', '.join(BASELINES)}, "
+                          f"got {student.baselines!r}")
     d, tr, ds = recipe.data, recipe.training, recipe.distill
     checks = [
         (recipe.tokenizer.vocab_size >= 100, "[tokenizer] vocab_size must be at least 100"),

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 
 from ekd_edge.console import progress_bar
 from ekd_edge.distill import distributed
-from ekd_edge.files import staging_dir
+from ekd_edge.files import publish_dir, staging_dir
 from ekd_edge.distill.batches import TokenizedPairs, collate, fingerprint_pairs
 from ekd_edge.hashing import file_sha256
 from ekd_edge.distill.losses import IGNORE, forward_kl, jsd, reverse_kl
@@ -168,13 +167,7 @@ def _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp, key,
     meta = {"k": k, "temperature": temperature, "teacher": str(teacher_dir), "pairs": len(pairs),
             "positions": total, "key": key, "tail": "aggregated 'other' bucket"}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if not (final / "meta.json").is_file():   # another process finishing the same cache first is fine
-            raise
-        return True
-    return False
+    return publish_dir(tmp, final)   # another process finishing the same cache first is fine
 
 
 def _top_k_rows(teacher, pairs, chunk: list[int], offsets, k: int, temperature: float) -> list[tuple]:

@@ -1,0 +1,251 @@
+"""Does the ladder help where it can? The shipped teachers, one 8x-smaller student, four methods, three seeds.
+
+    .venv/bin/python benchmarks/ladder_medium.py [--steps-per-stage 1000] [--seeds 1 2 3] [--workers 2]
+    .venv/bin/python benchmarks/ladder_medium.py --smoke --out /tmp/lm   # a minute: the script end to end
+
+Every student is the demo's "tiny" Marian (1.24M parameters; teacher-l has 10.0M, 8.1x) and gets
+the same total steps, 3 x steps_per_stage, at the demo recipe's settings:
+
+    ce-only     label-smoothed cross-entropy, no teacher
+    direct-kd   word-level KD from teacher-l alone: the baseline every p-value is taken against
+    ekd         word-level KD from teacher-s, then -m, then -l, each stage warm-started from the last
+    ekd-seqkd   the same ladder with stage 1 on teacher-s's greedy translations of the training
+                sources plus the references (sequence-level KD, Kim & Rush 2016)
+
+EKD + copy-init is not run: copying teacher layers into the student needs a student as wide as its
+first teacher (d_model, ffn_dim, heads), and every shipped teacher is wider than a student 8x
+smaller than teacher-l. The result says so.
+
+Each (method, seed) is one `ekd-edge distill` run (`--only NAME` for the baselines), one thread,
+pinned to its own core, `--workers` at a time; all share one cache directory, so each teacher's
+top-k cache and the seq-KD targets are computed once. Then every final student translates the
+lo-help test split and sacrebleu's paired bootstrap compares it with direct-kd of the same seed.
+
+Writes OUT (default benchmarks/results/ladder-medium/): result.json (per run: test BLEU/chrF,
+p-values, the per-stage validation curve, wall time; provenance), result.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ekd_edge.bench.provenance import Provenance  # noqa: E402
+from ekd_edge.files import write_json_atomic, write_text_atomic  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "ladder-medium"
+TEACHERS = ("teacher-s", "teacher-m", "teacher-l")
+METHODS = ("ce-only", "direct-kd", "ekd", "ekd-seqkd")
+WORD_KD = 'method = "word_kd"\nteacher_cache_k = 8\n'
+SEQ_KD = 'method = "seq_kd"\nseqkd_beams = 1\nseqkd_mix = "both"\nteacher_cache_k = 8\n'
+
+
+def recipe_text(method: str, seed: int, steps_per_stage: int, smoke: bool) -> str:
+    """The demo recipe's settings, this seed, and the stage methods of ``method``."""
+    teachers = "".join(f'[[teacher]]\nname = "{t}"\ncheckpoint = "package:teachers/lo-help-en-de/{t}"\n\n'
+                       for t in TEACHERS)
+    first = SEQ_KD if method == "ekd-seqkd" else WORD_KD
+    stages = "".join(f"[[stage]]\n{body}\n" for body in (first, WORD_KD, WORD_KD))
+    baselines = f'baselines = ["{method}"]\n' if method in ("ce-only", "direct-kd") else ""
+    return (f'name = "ladder-medium-{method}"\nseed = {seed}\n\n'
+            f'[data]\ncorpus = "lo-help-en-de"\nmax_length = 64\nvalid_sentences = {20 if smoke else 200}\n'
+            + ("max_train_pairs = 300\n" if smoke else "") +
+            '\n[tokenizer]\nfrom = "teacher-l"\n\n'
+            f'[training]\nbatch_tokens = {1024 if smoke else 2048}\nlr = 2e-3\nwarmup_steps = {2 if smoke else 150}\n'
+            f'label_smoothing = 0.1\ndropout = 0.1\neval_max_new_tokens = {16 if smoke else 128}\nthreads = 1\n'
+            'checkpoint_every = 100\n\n'
+            f'{teachers}[student]\nname = "student"\nsize = "tiny"\nsteps_per_stage = {steps_per_stage}\n{baselines}\n'
+            '[distill]\nloss = "forward_kl"\nalpha = 0.5\ntemperature = 1.0\n\n' + stages)
+
+
+def final_model(run_dir: Path, method: str) -> Path:
+    return run_dir / ("baselines/" + method if method in ("ce-only", "direct-kd") else "students/stage-3")
+
+
+def run_all(work: Path, jobs: list[tuple[str, int]], steps: int, smoke: bool, workers: int) -> dict:
+    """Every (method, seed) distill run, ``workers`` at a time, each pinned to its own core."""
+    cores = sorted(os.sched_getaffinity(0))
+    pending, running, walls = list(jobs), {}, {}
+    while pending or running:
+        free = [c for c in cores[:workers] if c not in running.values()]
+        while pending and free:
+            method, seed = pending.pop(0)
+            run_dir = work / f"{method}-seed{seed}"
+            recipe = work / "recipes" / f"{method}-seed{seed}.toml"
+            recipe.parent.mkdir(parents=True, exist_ok=True)
+            recipe.write_text(recipe_text(method, seed, steps, smoke))
+            if (final_model(run_dir, method) / "metrics.json").is_file():
+                print(f"[ladder-medium] {method} seed {seed}: done earlier", flush=True)
+                continue
+            command = ["taskset", "-c", str(free[0]), sys.executable, "-m", "ekd_edge", "distill", str(recipe),
+                       "--run-dir", str(run_dir), "--cache-dir", str(work / "cache")]
+            if method in ("ce-only", "direct-kd"):
+                command += ["--only", method]
+            log = open(work / f"{method}-seed{seed}.log", "ab")
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    env={**os.environ, "OMP_NUM_THREADS": "1"})
+            running[proc] = free.pop(0)
+            proc.started, proc.label = time.perf_counter(), (method, seed)
+            print(f"[ladder-medium] {method} seed {seed}: started on core {running[proc]}", flush=True)
+        time.sleep(2)
+        for proc in [p for p in running if p.poll() is not None]:
+            del running[proc]
+            method, seed = proc.label
+            if proc.returncode != 0:
+                raise SystemExit(f"{method} seed {seed} failed (exit {proc.returncode}); log "
+                                 f"{work / f'{method}-seed{seed}.log'}")
+            walls[f"{method}-seed{seed}"] = round(time.perf_counter() - proc.started, 1)
+            print(f"[ladder-medium] {method} seed {seed}: finished in {walls[f'{method}-seed{seed}']:.0f} s",
+                  flush=True)
+    return walls
+
+
+def evaluate(work: Path, jobs: list[tuple[str, int]], test_sentences: int) -> dict:
+    """Test translations of every final student, and per seed a paired bootstrap against direct-kd."""
+    from ekd_edge.data.corpus import load_corpus
+    from ekd_edge.distill.compare import paired_bootstrap
+    from ekd_edge.runtime import load_translator
+
+    test = load_corpus("lo-help-en-de").split("test").head(test_sentences or None)
+    runs = {}
+    for method, seed in jobs:
+        model = final_model(work / f"{method}-seed{seed}", method)
+        translator = load_translator(model, threads=1)
+        runs[(method, seed)] = {"hyps": translator.translate(test.src, batch_size=32, max_new_tokens=128),
+                                "metrics": json.loads((model / "metrics.json").read_text()), "model": model}
+        translator.close()
+    rows = []
+    for seed in sorted({s for _, s in jobs}):
+        systems = {m: runs[(m, s)]["hyps"] for m, s in jobs if s == seed}
+        stats = paired_bootstrap(systems, test.tgt, "direct-kd")
+        for method, entry in stats.items():
+            run = runs[(method, seed)]
+            curve = [json.loads((run["model"].parent / f"stage-{k}" / "metrics.json").read_text())["valid"]["bleu"]
+                     for k in (1, 2, 3)] if method.startswith("ekd") else [run["metrics"]["valid"]["bleu"]]
+            rows.append({"method": method, "seed": seed, **{k: round(v, 4) if isinstance(v, float) else v
+                                                            for k, v in entry.items()},
+                         "valid_bleu_per_stage": [round(b, 2) for b in curve],
+                         "params": run["metrics"]["params"], "steps": _total_steps(run["model"], method),
+                         "train_wall_s": _train_wall(run["model"], method)})
+    return {"rows": rows, "test_sentences": len(test), "test_fingerprint": test.fingerprint()}
+
+
+def _total_steps(model: Path, method: str) -> int:
+    if not method.startswith("ekd"):
+        return json.loads((model / "metrics.json").read_text())["steps"]
+    return sum(json.loads((model.parent / f"stage-{k}" / "metrics.json").read_text())["steps"] for k in (1, 2, 3))
+
+
+def _train_wall(model: Path, method: str) -> float:
+    if not method.startswith("ekd"):
+        return json.loads((model / "metrics.json").read_text())["wall_s"]
+    return round(sum(json.loads((model.parent / f"stage-{k}" / "metrics.json").read_text())["wall_s"]
+                     for k in (1, 2, 3)), 1)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and spread over seeds per method, and how many seeds beat direct-kd at p < 0.05."""
+    out = []
+    for method in METHODS:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        bleu, chrf = [r["bleu"] for r in mine], [r["chrf"] for r in mine]
+        out.append({"method": method, "seeds": len(mine), "bleu_mean": round(statistics.mean(bleu), 2),
+                    "bleu_sd": round(statistics.stdev(bleu), 2) if len(bleu) > 1 else 0.0,
+                    "chrf_mean": round(statistics.mean(chrf), 2),
+                    "chrf_sd": round(statistics.stdev(chrf), 2) if len(chrf) > 1 else 0.0,
+                    "better_p05": sum(1 for r in mine if r["bleu_p"] is not None and r["bleu_p"] < 0.05
+                                      and r["bleu"] > _direct(rows, r["seed"])),
+                    "worse_p05": sum(1 for r in mine if r["bleu_p"] is not None and r["bleu_p"] < 0.05
+                                     and r["bleu"] < _direct(rows, r["seed"]))})
+    return out
+
+
+def _direct(rows: list[dict], seed: int) -> float:
+    return next(r["bleu"] for r in rows if r["method"] == "direct-kd" and r["seed"] == seed)
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = ["# ladder-medium: EKD against direct KD with the shipped lo-help-en-de teachers", "",
+             f"Student: tiny Marian, {result['rows'][0]['params']:,} parameters; teachers s/m/l from "
+             "ekd_edge/teachers/lo-help-en-de (teacher-l 8.1x the student). Every student: "
+             f"{3 * s['steps_per_stage']} steps of {s['batch_tokens']} tokens. Test: lo-help-en-de, "
+             f"{result['evaluation']['test_sentences']} sentences, greedy; p: paired bootstrap (1000 resamples) "
+             "against direct-kd of the same seed.", "",
+             "| method | seeds | test BLEU (mean ± sd) | chrF (mean ± sd) | better than direct-kd, p < 0.05 | worse, p < 0.05 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for m in result["summary"]:
+        lines.append(f"| {m['method']} | {m['seeds']} | {m['bleu_mean']:.2f} ± {m['bleu_sd']:.2f} | "
+                     f"{m['chrf_mean']:.2f} ± {m['chrf_sd']:.2f} | {m['better_p05']} | {m['worse_p05']} |")
+    lines += ["", "Per run (valid BLEU after each stage: the ladder's curve; baselines have one stage):", "",
+              "| method | seed | test BLEU | p | chrF | p | valid BLEU per stage | train s |",
+              "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in result["evaluation"]["rows"]:
+        p = lambda v: "ref." if v is None else f"{v:.4f}"  # noqa: E731
+        lines.append(f"| {r['method']} | {r['seed']} | {r['bleu']:.2f} | {p(r['bleu_p'])} | {r['chrf']:.2f} | "
+                     f"{p(r['chrf_p'])} | {' → '.join(f'{b:.2f}' for b in r['valid_bleu_per_stage'])} | "
+                     f"{r['train_wall_s']:.0f} |")
+    lines += ["", f"Not run: EKD + copy-init. {result['not_run']['ekd-copyinit']}", "",
+              f"Runs: two at a time, one thread each, each pinned to its own core ({result['settings']['workers']} "
+              "workers). Provenance (commit, machine, load before/after, versions) in result.json.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps-per-stage", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--workers", type=int, default=min(2, len(os.sched_getaffinity(0))))
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "ladder-medium")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--test-sentences", type=int, default=0, help="0 = the whole test split")
+    parser.add_argument("--smoke", action="store_true", help="300 pairs, 2 steps a stage, 1 seed: a check, not a result")
+    args = parser.parse_args()
+    if args.smoke:
+        args.steps_per_stage, args.seeds, args.test_sentences = 2, args.seeds[:1], args.test_sentences or 20
+    if args.out.resolve() == RESULTS.resolve() and args.smoke:
+        raise SystemExit("--smoke writes no committed result: give --out")
+    settings = {"steps_per_stage": args.steps_per_stage, "seeds": args.seeds, "workers": args.workers,
+                "batch_tokens": 1024 if args.smoke else 2048, "smoke": args.smoke, "decoding": "greedy",
+                "recipe": "recipe_text() in this script (the demo recipe's settings)"}
+    provenance = Provenance.begin(threads=1, settings=settings)
+    jobs = [(m, s) for s in args.seeds for m in METHODS]
+    # the first two runs build what the others reuse: every teacher cache (ekd) and nothing (ce-only)
+    jobs.sort(key=lambda job: (job[1] != args.seeds[0], job[0] not in ("ekd", "ce-only")))
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    walls = run_all(args.work_dir, jobs, args.steps_per_stage, args.smoke, args.workers)
+    evaluation = evaluate(args.work_dir, jobs, args.test_sentences)
+    result = {"settings": settings, "summary": summarise(evaluation["rows"]), "evaluation": evaluation,
+              "process_wall_s": walls,
+              "not_run": {"ekd-copyinit": "copy-init copies teacher layers, so the student must be as wide as its "
+                                          "first teacher; teacher-s has d_model 192 / ffn 768, the 8x-smaller tiny "
+                                          "student d_model 128 / ffn 256."},
+              "rows": evaluation["rows"]}
+    result["provenance"] = provenance.end(data={"test": evaluation["test_fingerprint"]},
+                                          models=[final_model(args.work_dir / f"{m}-seed{s}", m) for m, s in jobs])
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "result.json", result)
+    write_text_atomic(args.out / "result.md", markdown(result))
+    for m in result["summary"]:
+        print(f"{m['method']:>10}: test BLEU {m['bleu_mean']:.2f} ± {m['bleu_sd']:.2f} over {m['seeds']} seeds "
+              f"(better than direct-kd in {m['better_p05']}, worse in {m['worse_p05']})")
+    print(f"wrote {args.out / 'result.json'}, {args.out / 'result.md'}")
+    if args.smoke:
+        shutil.rmtree(args.work_dir / "recipes", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
