@@ -1,19 +1,20 @@
-"""Run the demo from scratch, time it, and commit-ready copy its report to benchmarks/results/demo/.
+"""Time `make demo` on a fresh clone, as a new user runs it, and copy its report to benchmarks/results/demo/.
 
-    .venv/bin/python benchmarks/run_demo.py [--run-dir runs/demo-bench]
+    python3 benchmarks/run_demo.py [--clone-dir /tmp/ekd-demo-clone]
 
-It runs exactly what `make demo` runs, in two processes so the distillation's memory can be told
-apart: `ekd-edge distill demo` (its peak RSS is the kernel's maximum resident set of that process,
-from wait4), then `ekd-edge demo` on the same run directory, which finds every model trained and
-goes on to export and benchmark. The copied files are the demo's own report (report.json/md/png,
-which carry the machine, versions and settings signature), the run summary, the export manifests
-(parity results) and run-info.json: the exact commands, wall times, peak RSS, load and environment.
+It clones this repository's HEAD into an empty directory and runs `make demo` there: the virtual
+environment and its install are part of the time, as on a new machine. Run it on a quiet machine:
+the load average before and after is recorded, and so is anything that changed the tree (a dirty
+tree is measured as HEAD, and marked dirty). The copied files are the demo's own report
+(report.json/md/png: every row, the paired comparison, the environment signature), demo.json (the
+wall time of each phase), the run summary and recipe, the export manifests (parity and quality
+gates), the console log of `make demo`, and run-info.json (commit, command, wall times, the peak
+resident set of the whole job, load, environment).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -23,67 +24,53 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "demo"
-
-
-def git_revision() -> str:
-    from ekd_edge.bench.signature import git_revision as revision
-
-    return revision(ROOT)
-
-
-def run_measured(command: list[str]) -> tuple[int, int]:
-    """Exit status and peak resident set (KiB) of one child process."""
-    proc = subprocess.Popen(command, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss
+sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "demo-bench")
-    parser.add_argument("--keep", action="store_true", help="resume an existing run dir instead of starting fresh")
+    parser.add_argument("--clone-dir", type=Path, default=Path("/tmp/ekd-demo-clone"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.run_dir.exists() and not args.keep:
-        shutil.rmtree(args.run_dir)
-    load_before = os.getloadavg()
-    revision = git_revision()   # the code that runs, before anything can change the tree
-    distill = [sys.executable, "-m", "ekd_edge", "distill", "demo", "--run-dir", str(args.run_dir)]
-    demo = [sys.executable, "-m", "ekd_edge", "demo", "--run-dir", str(args.run_dir)]
+
+    from ekd_edge.bench.provenance import Provenance
+    from ekd_edge.files import write_json_atomic
+
+    provenance = Provenance.begin(threads=1, settings={"command": "make demo", "fresh_clone": True})
+    if args.clone_dir.exists():
+        shutil.rmtree(args.clone_dir)
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(args.clone_dir)], check=True)
+    log_path = args.clone_dir / "demo-console.log"
     start = time.perf_counter()
-    distill_status, distill_rss_kib = run_measured(distill)
-    distill_wall = time.perf_counter() - start
-    if distill_status != 0:
-        print(f"distill failed with status {distill_status}", file=sys.stderr)
-        return 1
-    subprocess.run(demo, check=True, cwd=ROOT)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["make", "demo"], cwd=args.clone_dir, stdout=log, stderr=subprocess.STDOUT,
+                                env={k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")})
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        print(f"make demo failed; log {log_path}", file=sys.stderr)
+        return 1
 
-    from ekd_edge.bench.signature import environment_signature
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    run_dir = args.clone_dir / "runs" / "demo"
+    args.out.mkdir(parents=True, exist_ok=True)
+    for stale in ("run-info.json", "manifests"):
+        target = args.out / stale
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     for name in ("report.json", "report.md", "report.png"):
-        shutil.copy(args.run_dir / "report" / name, RESULTS / name)
-    shutil.copy(args.run_dir / "run.json", RESULTS / "run.json")
-    shutil.copy(args.run_dir / "recipe.toml", RESULTS / "recipe.toml")
-    # the export manifests hold the parity-gate results (fp32) and int8 agreement
-    (RESULTS / "manifests").mkdir(exist_ok=True)
-    for manifest in sorted((args.run_dir / "exports").glob("*/manifest.json")):
-        shutil.copy(manifest, RESULTS / "manifests" / f"{manifest.parent.name}.json")
-    run_dir = args.run_dir.relative_to(ROOT) if args.run_dir.is_relative_to(ROOT) else args.run_dir
-    info = {
-        "commands": [f"ekd-edge distill demo --run-dir {run_dir}", f"ekd-edge demo --run-dir {run_dir}"],
-        "git_commit": revision,
-        "wall_s": round(wall, 1),
-        "distill_wall_s": round(distill_wall, 1),
-        "distill_peak_rss_mib": round(distill_rss_kib / 1024, 1),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "fresh_run_dir": not args.keep,
-        "environment": environment_signature(None),
-    }
-    (RESULTS / "run-info.json").write_text(json.dumps(info, indent=2))
-    print(f"demo took {wall / 60:.1f} min; results in {RESULTS}")
+        shutil.copy(run_dir / "report" / name, args.out / name)
+    for name in ("demo.json", "run.json", "recipe.toml"):
+        shutil.copy(run_dir / name, args.out / name)
+    shutil.copy(log_path, args.out / "make-demo.log")
+    (args.out / "manifests").mkdir()
+    for manifest in sorted((run_dir / "exports").glob("*/manifest.json")):
+        shutil.copy(manifest, args.out / "manifests" / f"{manifest.parent.name}.json")
+    info = provenance.end(data={"corpus": "lo-help-en-de"})
+    info.update({"make_demo_wall_s": round(wall, 1), "clone": str(args.clone_dir),
+                 # ru_maxrss of the largest process of the job (make and its children)
+                 "largest_process_peak_rss_mib": round(usage.ru_maxrss / 1024, 1)})
+    write_json_atomic(args.out / "run-info.json", info)
+    print(f"make demo took {wall / 60:.1f} min on a fresh clone of {info['commit'][:8]}"
+          f"{' (dirty tree: HEAD measured)' if info['dirty'] else ''}; results in {args.out}")
     return 0
 
 

@@ -106,8 +106,17 @@ def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
     assert "| direct-kd | baseline |" in (run_dir / "report" / "report.md").read_text()
     # the pytorch row's BLEU is the comparison's BLEU of the same model on the same sentences
     assert rows[0]["bleu"] == pytest.approx(compared["ekd-stage-2"]["bleu"], abs=1e-6)
+    # the examples are the models' real output: the saved checkpoint translates them the same way
+    from ekd_edge.runtime.torch_engine import TorchTranslator
+
+    examples = report["comparison"]["examples"]
+    assert len(examples) == 8 and set(examples[0]["hyps"]) == set(compared)
+    again = TorchTranslator(run_dir / "baselines" / "direct-kd").translate([e["src"] for e in examples],
+                                                                          max_new_tokens=12)
+    assert again == [e["hyps"]["direct-kd"] for e in examples]
     onefile = json.loads((run_dir / "exports" / "stage-2-onefile-int8" / "manifest.json").read_text())
     assert onefile["profile"]["name"] == "android-app" and onefile["languages"] == {"src": "en", "tgt": "de"}
+    assert rows[1]["params"] == rows[0]["params"]   # the one-file manifest records its source's size
     phases = json.loads((run_dir / "demo.json").read_text())["phases"]
     assert set(phases) == {"distill_s", "compare_s", "export_s", "benchmark_s"}
     # a second run resumes: nothing is retrained or re-exported

@@ -97,3 +97,14 @@ def test_quality_gate_refuses_a_bundle_that_translates_worse(sharp_checkpoint, l
         export_ct2_bundle(untrained, tmp_path / "int8", quantization="int8", quality_data=data,
                           quality_reference=sharp_checkpoint, max_bleu_drop=1.0, max_new_tokens=24)
     assert "nothing written" in str(err.value) and not (tmp_path / "int8").exists()
+
+
+def test_the_app_runtime_probe_runs_ct2_with_ctranslate2_and_sentencepiece_alone(ct2_fp32, nano_checkpoint, lo_valid):
+    from ekd_edge.bench.probe import measure_app_footprint
+    from ekd_edge.runtime.ct2_engine import Ct2Translator
+
+    texts = lo_valid.src[:4]
+    probe = measure_app_footprint(ct2_fp32, "ctranslate2", texts, 1, max_new_tokens=32, timeout=300)
+    assert probe["torch_imported"] is False and probe["model_mb"] > 0
+    assert probe["translations"] == Ct2Translator(ct2_fp32).translate(texts, batch_size=1, max_new_tokens=32)
+    assert measure_app_footprint(nano_checkpoint, "pytorch", texts) is None   # no app runtime for a checkpoint

@@ -173,3 +173,23 @@ def test_onefile_export_runs_the_quality_gate(sharp_checkpoint, lo_train, tmp_pa
     manifest = export_onefile(sharp_checkpoint, tmp_path / "q", quality_data=data, max_new_tokens=32)
     gate = manifest["quality_gate"]
     assert gate["status"] == "passed" and gate["sentences"] == 20 and gate["bleu_drop"] == 0.0
+
+
+def test_the_app_runtime_probe_runs_the_model_with_onnxruntime_alone(onefile_fp32, texts):
+    """The memory a phone pays: no torch in the process, and the model really translated there."""
+    import subprocess
+    import sys
+
+    from ekd_edge.bench.probe import measure_app_footprint
+    from ekd_edge.runtime.onefile_engine import OneFileTranslator
+
+    out, _ = onefile_fp32
+    probe = measure_app_footprint(out, "onnxruntime-onefile", texts[:4], 1, max_new_tokens=32, timeout=300)
+    assert probe["torch_imported"] is False and probe["runner"] == "ort_onefile.py"
+    assert probe["idle_rss_mb"] <= probe["loaded_rss_mb"] <= probe["peak_rss_mb"] and probe["model_mb"] > 0
+    assert probe["translations"] == OneFileTranslator(out).translate(texts[:4], batch_size=1, max_new_tokens=32)
+    # the package's own loader finds the extensions' library the same way: torch stays out of it too
+    code = ("import sys; from ekd_edge.runtime.onefile_engine import OneFileTranslator; "
+            f"OneFileTranslator({str(out)!r}).translate(['Macro']); print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-500:]

@@ -1,7 +1,5 @@
 """Recipe parsing: the packaged recipes are valid, and every kind of mistake is named."""
 
-import tomllib
-
 from pathlib import Path
 
 import pytest

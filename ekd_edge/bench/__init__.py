@@ -36,7 +36,7 @@ def __getattr__(name: str):
 ROW_KEYS = (
     "name", "role", "stage", "variant", "engine", "path", "params", "size_mb", "bleu", "chrf", "bleu_signature",
     "chrf_signature", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "tokens_per_s", "peak_rss_mb", "load_s",
-    "n_sentences",
+    "app_peak_rss_mb", "app_model_mb", "app_load_s", "n_sentences",
 )
 ROLES = ("teacher", "student", "model")  # "model": a user-given model of unknown role
 _MIB = 1024 * 1024
@@ -83,25 +83,6 @@ def _params_from_manifest(manifest: dict) -> int | None:
     return None
 
 
-def _params_from_config(directory: Path) -> int | None:
-    """Count parameters of the architecture in ``config.json`` without allocating any weights."""
-    if not (directory / "config.json").is_file():
-        return None
-    try:
-        import torch
-        from transformers import MarianConfig, MarianMTModel
-
-        from ekd_edge.models import count_parameters
-
-        config = MarianConfig.from_pretrained(str(directory), local_files_only=True)
-        # meta tensors have shapes but no storage: the count is exact and costs no memory
-        with torch.device("meta"):
-            model = MarianMTModel(config)
-        return count_parameters(model)
-    except Exception:  # an unreadable or foreign config only means the count is unknown
-        return None
-
-
 def model_params(path: str | Path, translator=None) -> int | None:
     """Parameter count, as ``count_parameters`` gives it for the PyTorch model.
 
@@ -115,7 +96,11 @@ def model_params(path: str | Path, translator=None) -> int | None:
         except (OSError, ValueError):
             manifest = None
         found = _params_from_manifest(manifest) if isinstance(manifest, dict) else None
-        return found if found is not None else _params_from_config(path)
+        if found is not None:
+            return found
+        from ekd_edge.models import config_parameters
+
+        return config_parameters(path)
     from ekd_edge.models import count_parameters
 
     model = getattr(translator, "model", None)
@@ -156,7 +141,7 @@ def benchmark_model(path, src: list[str], refs: list[str], *, name: str, role: s
     ``variant`` defaults to the bundle's variant, or "pytorch" for a checkpoint. ``max_new_tokens``
     is capped by the model's ``max_position_embeddings``. ``progress`` receives short status texts.
     """
-    from ekd_edge.bench.probe import measure_peak_rss
+    from ekd_edge.bench.probe import measure_app_footprint, measure_peak_rss
     from ekd_edge.runtime import load_translator
 
     say = progress or (lambda message: None)
@@ -198,11 +183,13 @@ def benchmark_model(path, src: list[str], refs: list[str], *, name: str, role: s
 
             torch.set_num_threads(threads_before)
 
-    peak_rss_mb = load_s = None
+    peak_rss_mb = load_s = app = None
     if measure_memory:
         say("peak memory in a fresh process")
         probe = measure_peak_rss(path, timed, threads, max_new_tokens=max_new_tokens)
         peak_rss_mb, load_s = probe["peak_rss_mb"], probe["load_s"]
+        say("memory with the app's runtime only")
+        app = measure_app_footprint(path, engine, timed, threads, max_new_tokens=max_new_tokens)
 
     return {
         "name": name,
@@ -223,6 +210,9 @@ def benchmark_model(path, src: list[str], refs: list[str], *, name: str, role: s
         "tokens_per_s": speed["tokens_per_s"],
         "peak_rss_mb": peak_rss_mb,
         "load_s": load_s,
+        "app_peak_rss_mb": app["peak_rss_mb"] if app else None,
+        "app_model_mb": app["model_mb"] if app else None,
+        "app_load_s": app["load_s"] if app else None,
         "n_sentences": quality["n"],
         "latency_sentences": speed["n_sentences"],
     }

@@ -1,13 +1,20 @@
-"""Run a one-file bundle (strings in, strings out) sentence by sentence: numpy, onnxruntime and
-onnxruntime-extensions only.
+"""Run a one-file bundle (strings in, strings out) sentence by sentence, as the Android app does:
+numpy, onnxruntime and the onnxruntime-extensions native library only.
 
 Like ort_greedy.py this file runs on its own (``python ort_onefile.py BUNDLE TEXTS.json OUT.json
 [THREADS] [MAX_NEW_TOKENS] [NUM_BEAMS]``), inside the aarch64 root under qemu or on a device,
 and imports nothing from this package. The session is configured as the bundle's manifest asks
 (its graph optimisation level: "basic" for portable numerics). Output: JSON with the token ids
-and translation of every text and the seconds each took.
+and translation of every text, the seconds each took, and the process's memory as an app pays
+it ("memory": resident set once the runtime is imported, after loading the model, and at its
+peak while translating; Linux /proc figures).
+
+The extensions' library is registered by path, as the app's Kotlin code does: importing the
+Python package onnxruntime_extensions would pull in torch and transformers where they are
+installed, and their hundreds of MB would be counted as the model's.
 """
 
+import glob
 import json
 import os
 import platform
@@ -15,14 +22,40 @@ import sys
 import time
 
 
+def memory_mib():
+    """(current resident set, peak resident set) of this process in MiB; (None, None) off Linux."""
+    values = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    values[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return values.get("VmRSS"), values.get("VmHWM")
+
+
+def extensions_library():
+    """Path of onnxruntime-extensions' native library, found without importing its Python package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxruntime_extensions")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(glob.glob(os.path.join(folder, "_extensions_pydll*")))
+        if found:
+            return found[0]
+    from onnxruntime_extensions import get_library_path   # an unusual layout: ask the package
+
+    return get_library_path()
+
+
 def session_for(bundle, threads=None):
     import onnxruntime as ort
-    from onnxruntime_extensions import get_library_path
 
     with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as fh:
         settings = json.load(fh).get("settings") or {}
     options = ort.SessionOptions()
-    options.register_custom_ops_library(get_library_path())
+    options.register_custom_ops_library(extensions_library())
     if settings.get("graph_optimization_level") == "basic":
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
@@ -34,10 +67,13 @@ def session_for(bundle, threads=None):
 
 def run(bundle, texts, threads=None, max_new_tokens=128, num_beams=1, warmup=3):
     import numpy as np
+    import onnxruntime  # imported before "idle" is read: the runtime is part of the base cost
 
+    idle_mb, _ = memory_mib()
     start = time.perf_counter()
     session, level, settings = session_for(bundle, threads)
     load_s = time.perf_counter() - start
+    loaded_mb, _ = memory_mib()
     pad, eos = settings.get("pad_token_id", 0), settings.get("eos_token_id", 1)
 
     def one(text):
@@ -60,12 +96,16 @@ def run(bundle, texts, threads=None, max_new_tokens=128, num_beams=1, warmup=3):
         seconds.append(time.perf_counter() - start)
         ids.append(row)
         translations.append(translation)
-    import onnxruntime
 
+    _, peak_mb = memory_mib()
+    memory = {"idle_rss_mb": idle_mb, "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_mb,
+              "model_mb": peak_mb - idle_mb if peak_mb is not None and idle_mb is not None else None,
+              "source": "/proc/self/status VmRSS (idle, loaded), VmHWM (peak)",
+              "torch_imported": "torch" in sys.modules}
     return {"machine": platform.machine(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "threads": threads, "load_s": load_s,
             "graph_optimization_level": level, "warmup": warmup, "ids": ids,
-            "translations": translations, "seconds": seconds}
+            "translations": translations, "seconds": seconds, "memory": memory}
 
 
 def main(argv=None):

@@ -124,3 +124,35 @@ def measure_peak_rss(path: str | Path, texts: list[str], threads: int | None = N
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# Bundles an app runs without Python's ML stack, and the standalone script that runs them so.
+APP_RUNNERS = {"onnxruntime-onefile": "ort_onefile.py", "ctranslate2": "ct2_app.py"}
+
+
+def measure_app_footprint(path: str | Path, engine: str, texts: list[str], threads: int | None = None, *,
+                          max_new_tokens: int = 128, timeout: float | None = None) -> dict | None:
+    """Memory and load time of a bundle in a process holding only its runtime (None for other engines).
+
+    The one-file model runs with numpy + onnxruntime + the extensions' native library (what the
+    Android app loads), a CTranslate2 bundle with ctranslate2 + sentencepiece. Returns the script's
+    "memory" record (idle, loaded and peak resident set; model_mb = peak - idle) plus ``load_s``.
+    """
+    script = APP_RUNNERS.get(engine)
+    if script is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="ekd-app-probe-") as tmp:
+        texts_file, out_file = Path(tmp) / "texts.json", Path(tmp) / "out.json"
+        texts_file.write_text(json.dumps(list(texts), ensure_ascii=False), encoding="utf-8")
+        cmd = [sys.executable, str(Path(__file__).with_name(script)), str(path), str(texts_file), str(out_file),
+               str(threads or 0), str(max_new_tokens)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise ProbeError(f"app-runtime probe for {path} did not finish within {timeout} s") from None
+        if proc.returncode != 0 or not out_file.is_file():
+            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+            raise ProbeError(f"app-runtime probe for {path} failed (exit {proc.returncode}): "
+                             f"{lines[-1] if lines else 'no error output'}")
+        result = json.loads(out_file.read_text(encoding="utf-8"))
+    return {**result["memory"], "load_s": result["load_s"], "runner": script, "translations": result["translations"]}

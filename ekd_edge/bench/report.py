@@ -67,6 +67,8 @@ COLUMNS = (
     ("p90 ms", "latency_p90_ms", _fmt_adaptive, True),
     ("tokens/s", "tokens_per_s", _fmt_fixed(1), True),
     ("Peak RSS MB", "peak_rss_mb", _fmt_fixed(0), True),
+    ("App peak MB", "app_peak_rss_mb", _fmt_fixed(0), True),
+    ("App model MB", "app_model_mb", _fmt_fixed(1), True),
 )
 
 
@@ -159,7 +161,11 @@ def render_markdown(rows: list[dict], signature: dict, title: str, sections=()) 
         f"BLEU/chrF: greedy decoding on {', '.join(map(str, sorted(n))) or '?'} sentences. "
         f"Latency: batch 1, greedy, one sentence at a time (tokenise + generate + detokenise), "
         f"on {', '.join(map(str, sorted(timed))) or 'the first'} sentences after untimed warm-up. "
-        "Peak RSS and load time: measured in a fresh process. MB = MiB (2^20 bytes).",
+        "Peak RSS and load time: measured in a fresh Python process that loads the model through ekd-edge "
+        "(torch and transformers included). App peak: the same sentences in a process holding only the app's "
+        "runtime (numpy + onnxruntime + the extensions' native library for the one-file model; ctranslate2 + "
+        "sentencepiece for CTranslate2); App model = that peak minus the process's resident set before loading. "
+        "MB = MiB (2^20 bytes).",
         "",
     ]
     for heading, body in sections:

@@ -8,16 +8,16 @@ and a p-value against the reference system, by default the final EKD student.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ekd_edge.defaults import DEFAULT_CORPUS
 from ekd_edge.errors import EkdError
+from ekd_edge.files import write_json_atomic, write_text_atomic
 
 GROUPS = ("teachers", "students", "baselines", "methods")
+EXAMPLES = 8   # test sentences kept with every model's translation in the result
 
 
 @dataclass
@@ -122,13 +122,14 @@ def compare_run(run_dir: str | Path, split: str = "test", sentences: int = 0, sa
     stats = paired_bootstrap(hyps, text.tgt, reference, samples)
     rows = [Row(name=n, role=info[n][0], params=info[n][1], decode_s=info[n][2], **stats[n]) for n, _, _ in models]
     result = {"run": str(run_dir), "split": split, "sentences": len(text), "bootstrap_samples": samples,
-              "reference_system": reference, "rows": [asdict(r) for r in rows]}
+              "reference_system": reference, "rows": [asdict(r) for r in rows],
+              # the first sentences as every model translated them: examples quoted from here are real output
+              "examples": [{"src": text.src[i], "ref": text.tgt[i], "hyps": {n: hyps[n][i] for n in hyps}}
+                           for i in range(min(EXAMPLES, len(text)))]}
     out = run_dir / "compare"
     out.mkdir(exist_ok=True)
-    for suffix, body in ((".json", json.dumps(result, indent=2)), (".md", markdown_table(result))):
-        tmp = out / f".{split}{suffix}.tmp"
-        tmp.write_text(body)
-        os.replace(tmp, out / f"{split}{suffix}")
+    write_json_atomic(out / f"{split}.json", result)
+    write_text_atomic(out / f"{split}.md", markdown_table(result))
     return result
 
 

@@ -9,7 +9,8 @@ the token mean over the *whole* batch, exactly what a single process computes. R
 evaluates, writes checkpoints and logs; the others wait at a barrier.
 
 Backends: NCCL when CUDA is available (one GPU per local rank), gloo on CPU. Without torchrun
-(WORLD_SIZE unset or 1) every function here is a cheap no-op.
+(WORLD_SIZE unset or 1) every function here is a cheap no-op, and the one process trains on the
+GPU when CUDA is available (EKD_EDGE_DEVICE=cpu|cuda overrides).
 """
 
 from __future__ import annotations
@@ -39,13 +40,31 @@ class DistContext:
         return self.world_size > 1
 
 
+DEVICE_ENV = "EKD_EDGE_DEVICE"   # "cpu" or "cuda": overrides the choice of a single process
+
+
+def single_device() -> torch.device:
+    """A single process trains on the GPU when CUDA is available, else on the CPU (EKD_EDGE_DEVICE overrides)."""
+    wanted = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if wanted not in ("", "cpu", "cuda"):
+        from ekd_edge.errors import EkdError
+
+        raise EkdError(f"{DEVICE_ENV}={wanted!r}: expected cpu or cuda")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        from ekd_edge.errors import EkdError
+
+        raise EkdError(f"{DEVICE_ENV}=cuda, but torch sees no CUDA device")
+    use_cuda = wanted == "cuda" or (not wanted and torch.cuda.is_available())
+    return torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+
+
 def context() -> DistContext:
     """The process group of this run, set up on first use from torchrun's environment variables."""
     global _context
     if _context is None:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
-            _context = DistContext()
+            _context = DistContext(device=single_device())
         else:
             rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
             if torch.cuda.is_available():

@@ -83,9 +83,10 @@ def beam_decode(teacher, tokenizer, src: list[str], refs: list[str], settings: S
     for idx in decode_batches(src, settings.batch_size):
         enc = tokenizer([src[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=teacher.config.max_position_embeddings)
+        enc = {k: v.to(teacher.device) for k, v in enc.items()}
         generated = teacher.generate(**enc, num_beams=beams, num_return_sequences=nbest, do_sample=False,
                                      max_new_tokens=settings.max_new_tokens, early_stopping=True)
-        texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        texts = tokenizer.batch_decode(generated.cpu(), skip_special_tokens=True)
         for j, i in enumerate(idx):
             candidates = texts[j * nbest:(j + 1) * nbest]
             out[i] = candidates[0] if nbest == 1 else closest_by_chrf(candidates, refs[i])
@@ -130,7 +131,7 @@ def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str],
     ctx = distributed.context()
     if ctx.is_main:
         directory.mkdir(parents=True, exist_ok=True)
-    teacher.eval()
+    teacher.to(distributed.context().device).eval()
     chunks = range(0, len(src), settings.chunk)
     todo = set(distributed.main_value([s for s in chunks if not (directory / f"chunk-{s:08d}.json").is_file()]))
     decoded = 0

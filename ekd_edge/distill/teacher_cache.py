@@ -144,7 +144,7 @@ def _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp, key,
         indices = np.lib.format.open_memmap(tmp / "indices.npy", mode="w+", dtype=np.int32, shape=(total, k))
         tail = np.lib.format.open_memmap(tmp / "tail.npy", mode="w+", dtype=np.float32, shape=(total,))
         np.save(tmp / "offsets.npy", offsets)
-    teacher.eval()
+    teacher.to(ctx.device).eval()
     order = sorted(range(len(pairs)), key=lambda i: (tgt_lengths[i], src_lengths[i]))  # little padding
     # One batch per rank per round, exactly the batches one process runs; gathering round by round
     # keeps rank 0's memory to one round of rows, whatever the corpus size.
@@ -176,7 +176,8 @@ def _top_k_rows(teacher, pairs, chunk: list[int], offsets, k: int, temperature: 
         return []
     batch = collate(pairs, chunk)
     batch.pop("labels")
-    v, i, t = top_k_with_tail(teacher(**batch).logits, k, temperature)
+    batch = {key: value.to(teacher.device) for key, value in batch.items()}
+    v, i, t = (x.cpu() for x in top_k_with_tail(teacher(**batch).logits, k, temperature))
     rows = []
     for row, p in enumerate(chunk):
         n = int(offsets[p + 1] - offsets[p])

@@ -12,6 +12,7 @@ from pathlib import Path
 from ekd_edge.files import write_json_atomic
 from ekd_edge.hashing import file_sha256
 from ekd_edge.runtime.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, checkpoint_languages, list_files
+from ekd_edge.models import config_parameters
 
 _VERSIONED_PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
 
@@ -32,7 +33,9 @@ def library_versions() -> dict:
 
 
 def build_manifest(bundle_dir: str | Path, *, variant: str, checkpoint_dir: str | Path, settings: dict,
-                   parity: dict, backend: str = "onnx") -> dict:
+                   parity: dict, backend: str = "onnx", tokenizer_dir: str | Path | None = None) -> dict:
+    """The manifest of every bundle format. ``tokenizer_dir``: where the vocabulary is read from
+    (default the bundle; a one-file model carries its tokenizer inside the graph, so its checkpoint)."""
     from ekd_edge.data.tokenizer import vocab_fingerprint
 
     bundle_dir, checkpoint_dir = Path(bundle_dir), Path(checkpoint_dir)
@@ -49,9 +52,10 @@ def build_manifest(bundle_dir: str | Path, *, variant: str, checkpoint_dir: str 
         "source": {
             "checkpoint": str(checkpoint_dir.resolve()),
             "model_sha256": file_sha256(checkpoint_dir / "model.safetensors"),
+            "params": config_parameters(checkpoint_dir),
         },
         "languages": checkpoint_languages(checkpoint_dir),
-        "tokenizer": {"vocab_fingerprint": vocab_fingerprint(bundle_dir)},
+        "tokenizer": {"vocab_fingerprint": vocab_fingerprint(Path(tokenizer_dir or bundle_dir))},
         "settings": dict(settings),
         "parity": dict(parity),
     }

@@ -27,14 +27,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ekd_edge.defaults import MAX_BLEU_DROP, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError, CheckpointError
-from ekd_edge.export.manifest import library_versions
+from ekd_edge.export.manifest import build_manifest
 from ekd_edge.hashing import file_sha256
-from ekd_edge.runtime.manifest import FORMAT_NAME, FORMAT_VERSION, checkpoint_languages, list_files
 from ekd_edge.runtime.onefile_engine import (
     LAYOUT,
     MAX_NEW_TOKENS_INPUT,
@@ -191,28 +189,11 @@ def _save_model(model, path: Path) -> None:
 def _onefile_manifest(bundle_dir: Path, variant: str, checkpoint_dir: Path, settings: dict) -> dict:
     from importlib.metadata import version
 
-    from ekd_edge.data.tokenizer import vocab_fingerprint
-
-    files = list_files(bundle_dir)
-    versions = library_versions()
-    versions["onnxruntime-extensions"] = version("onnxruntime-extensions")
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "backend": LAYOUT,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "variant": variant,
-        "files": files,
-        "total_size": sum(f["size"] for f in files),
-        "versions": versions,
-        "source": {"checkpoint": str(checkpoint_dir.resolve()),
-                   "model_sha256": file_sha256(checkpoint_dir / "model.safetensors")},
-        "languages": checkpoint_languages(checkpoint_dir),
-        "tokenizer": {"vocab_fingerprint": vocab_fingerprint(checkpoint_dir),
-                      "spm_sha256": file_sha256(checkpoint_dir / "source.spm")},
-        "settings": dict(settings),
-        "parity": {"status": "not run"},
-    }
+    manifest = build_manifest(bundle_dir, variant=variant, checkpoint_dir=checkpoint_dir, settings=settings,
+                              parity={"status": "not run"}, backend=LAYOUT, tokenizer_dir=checkpoint_dir)
+    manifest["versions"]["onnxruntime-extensions"] = version("onnxruntime-extensions")
+    manifest["tokenizer"]["spm_sha256"] = file_sha256(checkpoint_dir / "source.spm")
+    return manifest
 
 
 # --------------------------------------------------------------------------------------------

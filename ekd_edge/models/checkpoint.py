@@ -17,6 +17,23 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def config_parameters(directory: str | Path) -> int | None:
+    """``count_parameters`` of the architecture in ``directory/config.json``, allocating no weights;
+    None when there is no readable Marian config."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        return None
+    try:
+        import torch
+        from transformers import MarianConfig, MarianMTModel
+
+        config = MarianConfig.from_pretrained(str(directory), local_files_only=True)
+        with torch.device("meta"):   # shapes without storage: an exact count at no memory cost
+            return count_parameters(MarianMTModel(config))
+    except Exception:  # a foreign or damaged config only means the count is unknown
+        return None
+
+
 def save_model(model, out_dir: str | Path, tokenizer_dir: str | Path | None = None, extra: dict | None = None) -> Path:
     """Write ``model`` (+ tokenizer files, + ``extra`` as metrics.json) to ``out_dir`` atomically.
 

@@ -88,6 +88,9 @@ class GenerateTranslator(Translator):
 
         enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
                              max_length=self.model.config.max_position_embeddings)
+        device = getattr(self.model, "device", None)
+        if isinstance(device, torch.device) and device.type != "cpu":   # a model being trained on a GPU
+            enc = {k: v.to(device) for k, v in enc.items()}
         # Positions past max_position_embeddings do not exist: cap instead of crashing mid-batch.
         max_new_tokens = min(max_new_tokens, self.model.config.max_position_embeddings - 1)
         # early stopping (end once num_beams hypotheses are finished) is the rule the one-file
@@ -95,7 +98,7 @@ class GenerateTranslator(Translator):
         with torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                                       early_stopping=num_beams > 1)
-        return [strip_special(row.tolist(), self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) for row in out]
+        return [strip_special(row.tolist(), self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) for row in out.cpu()]
 
     def decode(self, ids):
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)

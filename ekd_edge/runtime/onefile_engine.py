@@ -28,14 +28,33 @@ TRANSLATION_OUTPUT = "translation"
 TOKEN_IDS_OUTPUT = "token_ids"
 
 
+def extensions_library() -> str:
+    """onnxruntime-extensions' native library, found by path as the Android app registers it.
+
+    Importing the Python package instead would load torch and transformers where they are installed
+    (seconds, and hundreds of MB that are not the model's). bench/ort_onefile.py, which must run
+    without this package, finds it the same way.
+    """
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxruntime_extensions")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(glob.glob(str(Path(folder) / "_extensions_pydll*")))
+        if found:
+            return found[0]
+    from onnxruntime_extensions import get_library_path
+
+    return get_library_path()
+
+
 def onefile_session(model_path: str | Path, threads: int | None = None, settings: dict | None = None):
     """An onnxruntime session for a one-file model, with the tokenizer ops registered and the
     optimisation level its manifest ``settings`` ask for (portable numerics: "basic")."""
     import onnxruntime as ort
-    from onnxruntime_extensions import get_library_path
 
     options = ort.SessionOptions()
-    options.register_custom_ops_library(get_library_path())
+    options.register_custom_ops_library(extensions_library())
     options.graph_optimization_level = optimization_level(settings)
     if threads:
         options.intra_op_num_threads = threads

@@ -1,0 +1,86 @@
+"""The experiment scripts under benchmarks/ run end to end at smoke size, so they cannot rot unseen."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _params(size, vocab: int) -> int:
+    import torch
+
+    from ekd_edge.models import build_model, count_parameters
+
+    with torch.device("meta"):   # exact counts, no memory
+        return count_parameters(build_model(size, vocab))
+
+
+def test_the_gpu_script_is_sized_like_the_paper():
+    """~6M student, teachers of growing size up to ~40M (the paper's 39M senior teacher)."""
+    full = _script("ladder_gpu").FULL
+    student = _params(full["student"][0], full["vocab"])
+    teachers = [_params(size, full["vocab"]) for _, size, _ in full["teachers"]]
+    assert 5_000_000 <= student <= 7_000_000
+    assert teachers == sorted(teachers) and 35_000_000 <= teachers[-1] <= 45_000_000
+    assert teachers[-1] >= 6 * student
+
+
+@pytest.mark.slow
+def test_ladder_gpu_smoke_runs_on_the_cpu(tmp_path, no_network):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ladder_gpu.py"), "--smoke", "--out", str(out),
+                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "result.json").read_text())
+    names = {r["name"]: r for r in result["compare"]["rows"]}
+    assert {"T1", "T2", "T3", "ekd-stage-1", "ekd-stage-2", "ekd-stage-3", "ce-only", "direct-kd"} == set(names)
+    assert names["ekd-stage-3"]["bleu_p"] is None and names["direct-kd"]["bleu_p"] is not None
+    # the baselines get the ladder's total student steps
+    steps = result["models"]
+    assert steps["direct-kd"]["steps"] == steps["ce-only"]["steps"] == 3 * steps["ekd-stage-1"]["steps"]
+    assert result["device"]["device"] == "cpu" and result["provenance"]["commit"]
+    assert "SMOKE" in (out / "result.md").read_text()
+
+
+@pytest.mark.slow
+def test_ladder_medium_smoke_compares_every_method_with_direct_kd(tmp_path, no_network):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ladder_medium.py"), "--smoke", "--out", str(out),
+                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    result = json.loads((out / "result.json").read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"ce-only", "direct-kd", "ekd", "ekd-seqkd"}
+    assert rows["direct-kd"]["bleu_p"] is None and all(rows[m]["bleu_p"] is not None for m in ("ce-only", "ekd"))
+    assert len({r["steps"] for r in rows.values()}) == 1   # the same total steps for every method
+    assert len(rows["ekd"]["valid_bleu_per_stage"]) == 3 and len(rows["ce-only"]["valid_bleu_per_stage"]) == 1
+    # the seq-KD variant's first stage really trained on teacher translations
+    seq = json.loads((tmp_path / "work" / "ekd-seqkd-seed1" / "students" / "stage-1" / "metrics.json").read_text())
+    assert seq["stage_method"]["method"] == "seq_kd" and seq["stage_method"]["seqkd"]["pairs"] > 0
+    # all runs shared one cache directory: one top-k cache per (teacher, training pairs), not one per run:
+    # s, m, l on the references and s on the seq-KD pairs
+    caches = list((tmp_path / "work" / "cache").glob("teacher-*"))
+    assert len(caches) == 4 and not (tmp_path / "work" / "ekd-seed1" / "cache").exists()
+
+
+def test_smoke_runs_refuse_to_overwrite_committed_results():
+    for name in ("ladder_gpu", "ladder_medium"):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--smoke"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "--smoke writes no committed result" in proc.stderr
