@@ -37,7 +37,7 @@ from ekd_edge.bench.arm import (
 )
 from ekd_edge.errors import BundleError
 from ekd_edge.hashing import file_sha256
-from ekd_edge.export.onefile import check_contract, contract_feeds, load_contract
+from ekd_edge.runtime.app_contract import check_contract, contract_feeds, load_contract
 from ekd_edge.runtime.onefile_engine import onefile_session, verify_onefile
 
 ASSETS = Path(__file__).resolve().parent.parent / "android_demo/app/src/main/assets"

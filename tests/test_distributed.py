@@ -190,3 +190,22 @@ def test_two_ranks_share_cache_and_seqkd_work_and_write_one_set_of_files(tmp_pat
     clear = (np.diff(a["values"], axis=1) < -2e-6).all(axis=1)   # no near tie among this position's top k
     assert clear.mean() > 0.9
     assert np.array_equal(a["indices"][clear], b["indices"][clear])
+
+
+def test_a_single_process_picks_its_device_and_says_why_it_cannot(monkeypatch):
+    import torch
+
+    from ekd_edge.distill.distributed import DEVICE_ENV, single_device
+    from ekd_edge.errors import EkdError
+
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert single_device() == torch.device("cpu")
+    monkeypatch.setenv(DEVICE_ENV, "tpu")
+    with pytest.raises(EkdError, match="expected cpu or cuda"):
+        single_device()
+    monkeypatch.delenv(DEVICE_ENV)
+    assert single_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv(DEVICE_ENV, "cuda")
+        with pytest.raises(EkdError, match="torch sees no CUDA device"):
+            single_device()
