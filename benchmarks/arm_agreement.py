@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from ekd_edge.bench.arm import (AVX2_CPU, DEFAULT_ROOT, EMULATED_LABEL, ArmRoot, X86Python, agreement,  # noqa: E402
                                 greedy_ids)
 from ekd_edge.files import write_bytes_atomic as atomic_write  # noqa: E402
-from ekd_edge.bench.signature import environment_signature  # noqa: E402
+from ekd_edge.bench.provenance import Provenance  # noqa: E402
 from ekd_edge.bench.speed import latency_summary  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data.corpus import load_corpus  # noqa: E402
@@ -117,6 +117,8 @@ def main() -> int:
                         help="also run the first N sentences on an emulated AVX2-only x86 core (slow: 1-3 s each)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/arm")
     args = parser.parse_args()
+    provenance = Provenance.begin(threads=1, settings={"corpus": args.corpus, "max_sentences": args.max_sentences,
+                                                       "avx2_sentences": args.avx2_sentences})
 
     root = ArmRoot(args.root)
     if args.build_root:
@@ -124,12 +126,10 @@ def main() -> int:
     bundles = args.bundle or default_bundles(args.run_dir)
     test = load_corpus(args.corpus).split("test")
     src = test.src[: args.max_sentences or None]
-    load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     if root.has_base():
         root.build(say=console.print)   # kept as is; a root with other wheels gets the app's versions
     runtime = root.versions()
     runs = [measure(root, bundle, src, args.avx2_sentences) for bundle in bundles]
-    load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     command = "python benchmarks/arm_agreement.py" + "".join(f" --bundle {r['bundle']}" for r in runs if args.bundle) \
         + (f" --max-sentences {args.max_sentences}" if args.max_sentences else "") \
         + (f" --avx2-sentences {args.avx2_sentences}" if args.avx2_sentences else "")
@@ -143,9 +143,9 @@ def main() -> int:
         "aarch64_runtime": runtime,
         "qemu": subprocess.run([root.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
         "runs": runs,
-        "host": environment_signature(1),
-        "host_load": {"before": load_before, "after": load_after},
     }
+    result["provenance"] = provenance.end(data={"test": test.fingerprint()}, models=bundles)
+    host = result["provenance"]["environment"]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "result.json", (json.dumps(result, indent=2) + "\n").encode())
     md = [
@@ -171,11 +171,12 @@ def main() -> int:
     md += [
         "", "Latencies are of one thread, batch 1, sentence by sentence; x86 figures are native, aarch64 "
         "figures are of an emulator on the x86 host and say nothing about an ARM device.", "",
-        f"Host: {result['host']['cpu']}, {result['host']['usable_cores']} usable cores; onnxruntime "
+        f"Host: {host['cpu']}, {host['usable_cores']} usable cores; onnxruntime "
         f"{runs[0]['x86']['onnxruntime']} (x86) and {runs[0]['aarch64']['onnxruntime']} (aarch64 wheel, "
         f"onnxruntime-extensions {runtime['onnxruntime_extensions']}: the Android app's versions); "
         f"{result['qemu']}, `-cpu {root.cpu}`.  ",
-        f"Load before: `{load_before}`  ", f"Load after: `{load_after}`", "",
+        f"Load average before: {result['provenance']['load_average_before']}  ",
+        f"Load average after: {result['provenance']['load_average_after']}", "",
     ]
     atomic_write(args.out / "result.md", "\n".join(md).encode())
     console.print("\n".join(md[6:6 + 2 + len(runs)]))

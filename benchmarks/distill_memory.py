@@ -31,18 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "distill-memory"
 
 
-def git_revision() -> str:
-    from ekd_edge.bench.signature import git_revision as revision
-
-    return revision(ROOT)
-
-
-def uptime() -> dict:
-    """Load averages (1, 5, 15 min) and the `uptime` line, to judge how quiet the machine was."""
-    line = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    return {"load_average": [round(x, 2) for x in os.getloadavg()], "uptime": line}
-
-
 def rss_kib(pid: int) -> int | None:
     """The current VmRSS of a process in KiB; None once it has exited."""
     try:
@@ -119,7 +107,8 @@ def _count(value) -> str:
 def write_results(out: Path, result: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    mib, env = result["peak_rss_mib"], result["environment"]
+    mib, prov = result["peak_rss_mib"], result["provenance"]
+    env = prov["environment"]
     lines = [
         "# Peak memory of `ekd-edge distill`",
         "",
@@ -135,9 +124,9 @@ def write_results(out: Path, result: dict) -> None:
         "the sampled peak misses what happens between samples (and the two can differ by a fraction "
         "of a MiB: the kernel counts RSS per thread in batches).",
         "",
-        f"Commit {result['git_commit']}. Machine: {env['cpu']}, {env['usable_cores']} usable cores, "
-        f"torch {env['packages'].get('torch')}; "
-        f"load average before {result['load_before']['load_average']}, after {result['load_after']['load_average']}.",
+        f"Commit {prov['commit']}{'+dirty' if prov['dirty'] else ''}. Machine: {env['cpu']}, "
+        f"{env['usable_cores']} usable cores, torch {env['packages'].get('torch')}; "
+        f"load average before {prov['load_average_before']}, after {prov['load_average_after']}.",
         "",
     ]
     (out / "result.md").write_text("\n".join(lines))
@@ -151,20 +140,21 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where result.json and result.md go")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between RSS samples")
     args = parser.parse_args()
+    from ekd_edge.bench.provenance import Provenance
+    from ekd_edge.distill.recipe import load_recipe
+
+    # the commit and load before anything runs; threads as the recipe sets them for the child
+    provenance = Provenance.begin(threads=load_recipe(args.recipe).training.threads or None,
+                                  settings={"recipe": args.recipe, "sample_interval_s": args.interval})
     run_dir = args.run_dir if args.run_dir.is_absolute() else ROOT / args.run_dir
     fresh_run_dir(run_dir)
 
     shown = run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
     command = [sys.executable, "-m", "ekd_edge", "distill", args.recipe, "--run-dir", str(run_dir)]
-    load_before = uptime()
-    revision = git_revision()   # the code that runs, before anything can change the tree
     status, peak_kib, wall, samples = run_measured(command, args.interval)
-    load_after = uptime()
     if status != 0:
         print(f"distill failed with status {status}", file=sys.stderr)
         return 1
-
-    from ekd_edge.bench.signature import environment_signature
 
     corpus = corpus_sizes(args.recipe, run_dir)
     series = [[round(t, 1), round(kib / 1024, 1)] for t, kib in samples]
@@ -177,10 +167,7 @@ def main() -> int:
         "sample_interval_s": args.interval,
         "rss_series_mib": series,
         "corpus": corpus,
-        "git_commit": revision,
-        "load_before": load_before,
-        "load_after": load_after,
-        "environment": environment_signature(corpus.get("threads")),
+        "provenance": provenance.end(),
     }
     write_results(args.out, result)
     print(f"peak RSS {result['peak_rss_mib']['wait4']} MiB (sampled {result['peak_rss_mib']['sampled']} MiB), "

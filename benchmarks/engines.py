@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from ekd_edge.bench.engines import EngineSpec, compare_engines, pair_ratios  # noqa: E402
 from ekd_edge.files import write_bytes_atomic as atomic_write  # noqa: E402
-from ekd_edge.bench.signature import environment_signature  # noqa: E402
+from ekd_edge.bench.provenance import Provenance  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data.corpus import load_corpus  # noqa: E402
 
@@ -83,6 +82,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="0 = all cores")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/engines")
     args = parser.parse_args()
+    # no one thread count: each run of --threads records its own
+    provenance = Provenance.begin(threads=None, settings={"sentences": args.sentences, "warmup": args.warmup,
+                                                          "threads": args.threads})
 
     student = args.run_dir / "students" / "stage-2"
     corpus = load_corpus("lo-help-en-de")
@@ -93,7 +95,6 @@ def main() -> int:
     # the fresh-process probes read their sentences from a file; it is not part of the result
     src_file = Path(tempfile.mkstemp(prefix="ekd-probe-", suffix=".txt")[1])
     src_file.write_text("\n".join(texts[:20]) + "\n")
-    load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     runs = {}
     try:
         for threads in args.threads:
@@ -114,13 +115,9 @@ def main() -> int:
                            "seconds": {k: v["seconds"] for k, v in timings.items()}}
     finally:
         src_file.unlink(missing_ok=True)
-    load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    signature = environment_signature(None)
-    signature["threads"] = "per run: " + ", ".join(runs)
     import ctranslate2
     import onnxruntime_extensions
 
-    signature["packages"].update(ctranslate2=ctranslate2.__version__, onnxruntime_extensions=onnxruntime_extensions.__version__)
     payload = {
         "command": "python benchmarks/engines.py" + (f" --sentences {args.sentences}" if args.sentences != 200 else ""),
         "student": str(student.relative_to(REPO) if student.is_relative_to(REPO) else student),
@@ -129,8 +126,11 @@ def main() -> int:
                                  "detokenise)", "warmup_per_engine": args.warmup,
                      "order": "round-robin per sentence, first engine rotating",
                      "peak_rss": "fresh process per engine, loading + 20 sentences (VmHWM)"},
-        "signature": signature, "load_before": load_before, "load_after": load_after, "runs": runs,
+        # engines the provenance's package list does not name
+        "versions": {"ctranslate2": ctranslate2.__version__, "onnxruntime_extensions": onnxruntime_extensions.__version__},
+        "runs": runs,
     }
+    payload["provenance"] = provenance.end(data={"test": test.fingerprint()}, models=[spec.path for spec in specs])
     atomic_write(args.out / "result.json", (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
     atomic_write(args.out / "result.md", render(payload).encode())
     console.print(render(payload), markup=False)
@@ -155,10 +155,12 @@ def render(payload: dict) -> str:
             lines.append(f"| {pair} | {r['median']:.3f}× | {r['p10']:.3f}× | {r['p90']:.3f}× | {r['p50_ratio']:.3f}× "
                          f"| {r['wins']}/{r['n']} |")
         lines.append("")
-    sig = payload["signature"]
+    prov = payload["provenance"]
+    sig = prov["environment"]
     lines += [f"Machine: {sig['cpu']}, {sig['usable_cores']} usable cores; {sig['os']}; Python {sig['python']}.  ",
-              f"Packages: {json.dumps(sig['packages'])}  ",
-              f"Load before: `{payload['load_before']}`  ", f"Load after: `{payload['load_after']}`", ""]
+              f"Packages: {json.dumps({**sig['packages'], **payload['versions']})}  ",
+              f"Load average before: {prov['load_average_before']}  ",
+              f"Load average after: {prov['load_average_after']}", ""]
     return "\n".join(lines)
 
 

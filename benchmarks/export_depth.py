@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from ekd_edge.metrics import score  # noqa: E402
 from ekd_edge.files import write_bytes_atomic as atomic_write  # noqa: E402
-from ekd_edge.bench.signature import environment_signature  # noqa: E402
+from ekd_edge.bench.provenance import Provenance  # noqa: E402
 from ekd_edge.bench.speed import measure_latency  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data import load_corpus  # noqa: E402
@@ -87,12 +87,14 @@ def main() -> int:
         result = json.loads((OUT / "result.json").read_text())
         atomic_write(OUT / "result.md", render(result).encode())
         return 0
+    provenance = Provenance.begin(threads=1, settings={"latency_sentences": args.latency_sentences,
+                                                       "gate_sentences": args.gate_sentences,
+                                                       "recovery_steps": args.recovery_steps})
 
     from ekd_edge.export.ct2 import export_ct2_bundle
     from ekd_edge.export.onnx_export import export_bundle
     from ekd_edge.export.prune import PruneSettings, prune_checkpoint
 
-    load_before = os.getloadavg()
     corpus = load_corpus("lo-help-en-de")
     test, valid = corpus.split("test"), corpus.split("valid")
     gate = valid.head(args.gate_sentences)
@@ -101,7 +103,6 @@ def main() -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    started = time.time()
     rows = [measure("checkpoint (PyTorch fp32)", ckpt, test, args.latency_sentences)]
 
     def onnx(name, out, **kwargs):
@@ -154,13 +155,10 @@ def main() -> int:
                  "latency": f"first {args.latency_sentences} test sentences, batch 1, 1 thread, 5 warm-up",
                  "gates": f"first {args.gate_sentences} validation sentences (parity + BLEU gate, forced so every "
                           "variant is measured; gate outcome recorded per row)"},
-        "environment": environment_signature(1),
         "versions": _versions(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "wall_s": round(time.time() - started, 1),
         "rows": rows,
     }
+    result["provenance"] = provenance.end(models=[REPO / r["path"] for r in rows])
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write(OUT / "result.json", (json.dumps(result, indent=2) + "\n").encode())
     atomic_write(OUT / "result.md", render(result).encode())
@@ -181,6 +179,8 @@ def _versions() -> dict:
 
 
 def render(result: dict) -> str:
+    # results written before the provenance block kept its fields at the top level (--render)
+    prov = result.get("provenance", result)
     lines = [
         "# Export depth on the demo's final student",
         "",
@@ -189,9 +189,9 @@ def render(result: dict) -> str:
         f"Test: {result['data']['test']}  ",
         f"Latency: {result['data']['latency']}  ",
         f"Gates: {result['data']['gates']}  ",
-        f"Machine: {result['environment'].get('cpu')}, {result['environment'].get('usable_cores')} usable cores; "
-        f"load average before {result['load_average_before']}, after {result['load_average_after']}  ",
-        f"Versions: {json.dumps({**result['environment'].get('packages', {}), **result.get('versions', {})})}",
+        f"Machine: {prov['environment'].get('cpu')}, {prov['environment'].get('usable_cores')} usable cores; "
+        f"load average before {prov['load_average_before']}, after {prov['load_average_after']}  ",
+        f"Versions: {json.dumps({**prov['environment'].get('packages', {}), **result.get('versions', {})})}",
         "",
         "| variant | model MB | × onnx fp32 | params | BLEU | ΔBLEU | chrF | p50 ms | p90 ms | Δp50 | gate |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -209,7 +209,7 @@ def render(result: dict) -> str:
               "The pruned model without recovery emits degenerate output up to the length limit, hence its latency. "
               "Portable numerics (export/portable.py) trade speed for identical tokens on x86 and ARM "
               "(benchmarks/results/arm/).", ""]
-    if result["load_average_before"][0] > 1.0:  # 1 = the benchmark's own thread
+    if prov["load_average_before"][0] > 1.0:  # 1 = the benchmark's own thread
         lines += ["Other jobs loaded the 2 cores during this run (see load averages): read latencies as rough.", ""]
     return "\n".join(lines)
 

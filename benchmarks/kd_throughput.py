@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -36,11 +35,14 @@ def main() -> int:
     parser.add_argument("--k", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    from ekd_edge.bench.provenance import Provenance
+
+    provenance = Provenance.begin(threads=args.threads, settings={"pairs": args.pairs, "steps": args.steps,
+                                                                  "rounds": args.rounds, "k": args.k})
 
     import torch
 
     torch.set_num_threads(args.threads)
-    from ekd_edge.bench.signature import environment_signature
     from ekd_edge.data import load_corpus
     from ekd_edge.data.tokenizer import load_tokenizer
     from ekd_edge.distill.batches import BatchStream, tokenize_pairs
@@ -85,7 +87,6 @@ def main() -> int:
             rates[name].append(result.tokens_per_s)
     summary = {name: round(statistics.median(values), 1) for name, values in rates.items()}
     ratios = {name: round(summary[name] / summary["ce_only"], 3) for name in summary}
-    load = os.getloadavg()
     result = {
         "command": "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/kd_throughput.py "
                    + " ".join(sys.argv[1:]),
@@ -100,11 +101,11 @@ def main() -> int:
                      "student": f"tiny ({student_params:,} params)",
                      "teacher": f"{teacher_dir} ({count_parameters(teacher):,} params)",
                      "vocab": len(tokenizer), "threads": args.threads},
-        "load_average_after": [round(x, 2) for x in load],
         "machine_note": ("the 2 cores were shared with other work while this ran (see load average); "
                          "methods were interleaved per round so they saw the same conditions"),
-        "environment": environment_signature(args.threads),
     }
+    result["provenance"] = provenance.end(models=[teacher_dir])
+    prov = result["provenance"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "result.json").write_text(json.dumps(result, indent=2))
     lines = ["# Student step throughput: CE only vs online teacher vs cached top-k", "",
@@ -113,9 +114,9 @@ def main() -> int:
     lines += [f"| {n} | {summary[n]:,.0f} | {ratios[n]:.2f} |" for n in summary]
     lines += ["", f"Cache build (once per teacher + data + k): {build_s} s; on disk: {result['cache_bytes']} bytes.",
               f"Settings: {result['settings']}", "",
-              f"Machine: {result['environment']['cpu']}, {result['environment']['usable_cores']} usable cores, "
-              f"torch {result['environment']['packages'].get('torch')}; load average after the run {result['load_average_after']} "
-              "(shared machine; methods interleaved per round)."]
+              f"Machine: {prov['environment']['cpu']}, {prov['environment']['usable_cores']} usable cores, "
+              f"torch {prov['environment']['packages'].get('torch')}; load average before {prov['load_average_before']}, "
+              f"after {prov['load_average_after']} (shared machine; methods interleaved per round)."]
     (RESULTS / "result.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -64,9 +64,13 @@ def main() -> int:
     parser.add_argument("--test-sentences", type=int, default=500)
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
+    from ekd_edge.bench.provenance import Provenance
+
+    threads = int(os.environ["OMP_NUM_THREADS"]) if "OMP_NUM_THREADS" in os.environ else None
+    provenance = Provenance.begin(threads=threads, settings={"test_sentences": args.test_sentences,
+                                                             "bootstrap": args.bootstrap})
     run_dir = args.run_dir.resolve()
     started = time.perf_counter()
-    load_before = os.getloadavg()
     cli = [sys.executable, "-m", "ekd_edge"]
     wall = {"ladder+baselines": run(cli + ["distill", str(RECIPE), "--run-dir", str(run_dir), "--baselines"])}
 
@@ -86,8 +90,7 @@ def main() -> int:
         if not target.exists():
             shutil.copytree(vdir / "students" / "stage-2", target)
 
-    from ekd_edge.bench.signature import environment_signature
-    from ekd_edge.distill.compare import compare_run
+    from ekd_edge.distill.compare import compare_run, run_models
 
     start = time.perf_counter()
     result = compare_run(run_dir, split="test", sentences=args.test_sentences, samples=args.bootstrap,
@@ -126,10 +129,8 @@ def main() -> int:
                    + ".venv/bin/python benchmarks/ladder_small.py " + " ".join(sys.argv[1:]),
         "recipe": base_text, "variants": VARIANTS, "compare": result, "methods": table,
         "stage_curves": stage_curves, "wall_s": {**wall, "total": round(time.perf_counter() - started, 1)},
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "environment": environment_signature(int(os.environ["OMP_NUM_THREADS"]) if "OMP_NUM_THREADS" in os.environ else None),
     }
+    out["provenance"] = provenance.end(models=[path for _, _, path in run_models(run_dir)])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "result.json").write_text(json.dumps(out, indent=2))
     shutil.copy(run_dir / "compare" / "test.md", RESULTS / "compare-test.md")
@@ -153,11 +154,12 @@ def main() -> int:
               "| method | stage 1 BLEU / chrF | stage 2 BLEU / chrF |", "|---|---:|---:|"]
     for name, stages in stage_curves.items():
         lines.append(f"| {name} | " + " | ".join(f"{s['valid_bleu']:.2f} / {s['valid_chrf']:.2f}" for s in stages) + " |")
-    env = out["environment"]
+    prov = out["provenance"]
+    env = prov["environment"]
     lines += ["", f"Wall time (s): {out['wall_s']}", "",
               f"Machine: {env['cpu']}, {env['usable_cores']} usable cores, torch {env['packages'].get('torch')}, "
               f"transformers {env['packages'].get('transformers')}, sacrebleu {env['packages'].get('sacrebleu')}; "
-              f"load average before {out['load_average_before']}, after {out['load_average_after']}."]
+              f"load average before {prov['load_average_before']}, after {prov['load_average_after']}."]
     (RESULTS / "result.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ekd_edge.bench.signature import environment_signature  # noqa: E402
+from ekd_edge.bench.provenance import Provenance  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data import load_corpus  # noqa: E402
 from ekd_edge.runtime.onefile_engine import OneFileTranslator
@@ -65,14 +64,15 @@ def main() -> int:
     parser.add_argument("--sentences", type=int, default=0, help="0 = the whole test split")
     parser.add_argument("--latency", action="store_true", help="time the exported models instead (batch 1)")
     args = parser.parse_args()
+    provenance = Provenance.begin(threads=1, settings={"beams": args.beams, "sentences": args.sentences,
+                                                       "latency": args.latency})
     if args.latency:
-        return latency(args)
+        return latency(args, provenance)
     if not (ROOT / "runs/demo-bench/demo.json").is_file():
         console.print("runs/demo-bench/demo.json not found: run the demo benchmark first")
         return 2
     texts = load_corpus("lo-help-en-de").split("test").src
     texts = texts[: args.sentences] if args.sentences else texts
-    load = os.getloadavg()
 
     models = {}
     for variant, quantize in (("fp32", None), ("int8", "int8")):
@@ -107,24 +107,20 @@ def main() -> int:
             })
             console.print(f"beams {beams} {variant}: strings {same_text}/{len(texts)}, ids {same_ids}/{len(texts)}")
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     record = {
         "command": "python benchmarks/onefile_parity.py " + " ".join(sys.argv[1:]),
-        "commit": commit,
         "checkpoint": str(CHECKPOINT.relative_to(ROOT)),
         "data": "lo-help-en-de test split" + (f", first {args.sentences}" if args.sentences else ""),
         "settings": {"max_new_tokens": MAX_NEW_TOKENS, "batch_size": BATCH, "threads": 1,
                      "int8": "dynamic, per-channel, avx512_vnni"},
-        "load_average_at_start": [round(x, 2) for x in load],
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "environment": environment_signature(threads=1),
         "results": results,
+        "provenance": provenance.end(models=[CHECKPOINT, *(info["dir"] for info in models.values())]),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "parity.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     lines = ["# One-file model parity with PyTorch generate", "",
              f"`{record['command']}` — {record['data']}, max_new_tokens {MAX_NEW_TOKENS}, batch {BATCH}, "
-             f"1 thread. Load average at start {record['load_average_at_start']} "
+             f"1 thread. Load average at start {record['provenance']['load_average_before']} "
              "(a shared machine: timings are indicative only).", "",
              "| variant | beams | same string | same token ids | size MB | PyTorch s | one-file s |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -137,13 +133,12 @@ def main() -> int:
     return 0
 
 
-def latency(args) -> int:
+def latency(args, provenance: Provenance) -> int:
     """Batch-1 latency of the one-file models: one run() per sentence, strings in and out."""
     from ekd_edge.bench.speed import latency_summary
     from ekd_edge.runtime.onefile_engine import onefile_session, run_onefile
 
     texts = load_corpus("lo-help-en-de").split("test").src[:100]
-    load = os.getloadavg()
     rows = []
     for variant in ("fp32", "int8"):
         model = EXPORTS / f"stage-2-onefile-{variant}" / "model.onnx"
@@ -167,16 +162,15 @@ def latency(args) -> int:
         "command": "python benchmarks/onefile_parity.py " + " ".join(sys.argv[1:]),
         "data": "first 100 sentences of the lo-help-en-de test split, one per call, after 5 warm-up calls",
         "settings": {"max_new_tokens": MAX_NEW_TOKENS, "threads": 1},
-        "load_average_at_start": [round(x, 2) for x in load],
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "environment": environment_signature(threads=1),
         "results": rows,
+        "provenance": provenance.end(models=[EXPORTS / f"stage-2-onefile-{v}" for v in ("fp32", "int8")]),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "latency.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     lines = ["# One-file model latency (batch 1, one run() per sentence)", "",
              f"`{record['command']}` — {record['data']}; 1 thread, max_new_tokens {MAX_NEW_TOKENS}. "
-             f"Load average at start {record['load_average_at_start']}, at end {record['load_average_at_end']} "
+             f"Load average at start {record['provenance']['load_average_before']}, "
+             f"at end {record['provenance']['load_average_after']} "
              "(2 cores shared with other jobs: treat as upper bounds).", "",
              "| variant | beams | model MB | session load ms | p50 ms | p90 ms | mean ms |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
