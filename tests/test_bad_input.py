@@ -357,7 +357,7 @@ BAD_INPUTS = {
         ["recipes", "no such recipe file"]),
     "only-names-an-unknown-teacher": lambda tmp_path, ckpt, bundle: (
         _distill(tmp_path, recipe(tmp_path)) + ["--only", "nobody"],
-        ["--only", "no teacher named nobody"]),
+        ["--only", "no teacher or baseline named nobody"]),
     # --- translate
     "translate-beams-zero": lambda tmp_path, ckpt, bundle: (
         ["translate", ckpt, "--beams", "0", "Hello"], ["--beams", "0 is outside 1 or more"]),
