@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -175,7 +176,7 @@ def test_onefile_export_runs_the_quality_gate(sharp_checkpoint, lo_train, tmp_pa
     assert gate["status"] == "passed" and gate["sentences"] == 20 and gate["bleu_drop"] == 0.0
 
 
-def test_the_app_runtime_probe_runs_the_model_with_onnxruntime_alone(onefile_fp32, texts):
+def test_the_app_runtime_probe_runs_the_model_with_onnxruntime_alone(onefile_fp32, texts, monkeypatch):
     """The memory a phone pays: no torch in the process, and the model really translated there."""
     import subprocess
     import sys
@@ -184,7 +185,9 @@ def test_the_app_runtime_probe_runs_the_model_with_onnxruntime_alone(onefile_fp3
     from ekd_edge.runtime.onefile_engine import OneFileTranslator
 
     out, _ = onefile_fp32
-    probe = measure_app_footprint(out, "onnxruntime-onefile", texts[:4], 1, max_new_tokens=32, timeout=300)
+    monkeypatch.chdir(out.parent)   # a relative bundle path, as `ekd-edge demo` passes it
+    probe = measure_app_footprint(Path(out.name), "onnxruntime-onefile", texts[:4], 1, max_new_tokens=32,
+                                  timeout=300)
     assert probe["torch_imported"] is False and probe["runner"] == "ort_onefile.py"
     assert probe["idle_rss_mb"] <= probe["loaded_rss_mb"] <= probe["peak_rss_mb"] and probe["model_mb"] > 0
     assert probe["translations"] == OneFileTranslator(out).translate(texts[:4], batch_size=1, max_new_tokens=32)

@@ -144,7 +144,9 @@ def measure_app_footprint(path: str | Path, engine: str, texts: list[str], threa
     with tempfile.TemporaryDirectory(prefix="ekd-app-probe-") as tmp:
         texts_file, out_file = Path(tmp) / "texts.json", Path(tmp) / "out.json"
         texts_file.write_text(json.dumps(list(texts), ensure_ascii=False), encoding="utf-8")
-        cmd = [sys.executable, str(Path(__file__).with_name(script)), str(path), str(texts_file), str(out_file),
+        # the script runs in the temporary folder: a relative bundle path must not be read from there
+        cmd = [sys.executable, str(Path(__file__).with_name(script)), str(Path(path).resolve()), str(texts_file),
+               str(out_file),
                str(threads or 0), str(max_new_tokens)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
