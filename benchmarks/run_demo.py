@@ -1,6 +1,6 @@
 """Time `make demo` on a fresh clone, as a new user runs it, and copy its report to benchmarks/results/demo/.
 
-    python3 benchmarks/run_demo.py [--clone-dir /tmp/ekd-demo-clone]
+    .venv/bin/python benchmarks/run_demo.py [--clone-dir /tmp/ekd-demo-clone]
 
 It clones this repository's HEAD into an empty directory and runs `make demo` there: the virtual
 environment and its install are part of the time, as on a new machine. Run it on a quiet machine:
@@ -10,6 +10,8 @@ tree is measured as HEAD, and marked dirty). The copied files are the demo's own
 wall time of each phase), the run summary and recipe, the export manifests (parity and quality
 gates), the console log of `make demo`, and run-info.json (commit, command, wall times, the peak
 resident set of the whole job, load, environment).
+The job's own library versions are in report.json's signature; run-info.json's environment is
+the measuring interpreter's (run it with .venv/bin/python for the same package list).
 """
 
 from __future__ import annotations
