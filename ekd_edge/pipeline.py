@@ -45,6 +45,10 @@ def benchmark_models(models, data, data_name: str, out_dir: str | Path, *, threa
     return {"rows": rows, "signature": signature, "paths": {k: str(v) for k, v in paths.items()}}
 
 
+# Every engine is timed on one thread: engines' own defaults differ (CTranslate2's default thread
+# count oversubscribes a 2-core machine), and an app translates on one thread.
+BENCH_THREADS = 1
+
 # What the demo ships of its final student: the Android app's one-file int8 model and, when the
 # ctranslate2 package is installed, a CTranslate2 int8 bundle (the fast-CPU reference).
 SHIPPED_EXPORTS = (("onefile-int8", "android-app"), ("ct2-int8", "ct2-int8"))
@@ -161,7 +165,7 @@ def run_demo(recipe_name: str, run_dir: str | Path, latency_sentences: int = 100
     if given:
         sections.append(("Teachers given as checkpoints (test scores from their own metrics.json)",
                          given_teacher_table(given)))
-    result = benchmark_models(entries, test, f"{corpus.name}:test", run_dir / "report",
+    result = benchmark_models(entries, test, f"{corpus.name}:test", run_dir / "report", threads=BENCH_THREADS,
                               latency_sentences=latency_sentences,
                               extra_signature={"recipe": recipe.name, "run_dir": str(run_dir)},
                               sections=sections, extra={"comparison": comparison, "given_teachers": given})

@@ -20,6 +20,16 @@ def _script(name: str):
     return module
 
 
+def _smoke(name: str, tmp_path: Path) -> dict:
+    """Run benchmarks/NAME.py --smoke into tmp_path; its result.json."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--smoke", "--out", str(out),
+                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    return json.loads((out / "result.json").read_text())
+
+
 def _params(size, vocab: int) -> int:
     import torch
 
@@ -41,12 +51,7 @@ def test_the_gpu_script_is_sized_like_the_paper():
 
 @pytest.mark.slow
 def test_ladder_gpu_smoke_runs_on_the_cpu(tmp_path, no_network):
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ladder_gpu.py"), "--smoke", "--out", str(out),
-                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads((out / "result.json").read_text())
+    result = _smoke("ladder_gpu", tmp_path)
     names = {r["name"]: r for r in result["compare"]["rows"]}
     assert {"T1", "T2", "T3", "ekd-stage-1", "ekd-stage-2", "ekd-stage-3", "ce-only", "direct-kd"} == set(names)
     assert names["ekd-stage-3"]["bleu_p"] is None and names["direct-kd"]["bleu_p"] is not None
@@ -54,17 +59,12 @@ def test_ladder_gpu_smoke_runs_on_the_cpu(tmp_path, no_network):
     steps = result["models"]
     assert steps["direct-kd"]["steps"] == steps["ce-only"]["steps"] == 3 * steps["ekd-stage-1"]["steps"]
     assert result["device"]["device"] == "cpu" and result["provenance"]["commit"]
-    assert "SMOKE" in (out / "result.md").read_text()
+    assert "SMOKE" in (tmp_path / "out" / "result.md").read_text()
 
 
 @pytest.mark.slow
 def test_ladder_medium_smoke_compares_every_method_with_direct_kd(tmp_path, no_network):
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ladder_medium.py"), "--smoke", "--out", str(out),
-                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
-    result = json.loads((out / "result.json").read_text())
+    result = _smoke("ladder_medium", tmp_path)
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == {"ce-only", "direct-kd", "ekd", "ekd-seqkd"}
     assert rows["direct-kd"]["bleu_p"] is None and all(rows[m]["bleu_p"] is not None for m in ("ce-only", "ekd"))

@@ -117,6 +117,7 @@ def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
     onefile = json.loads((run_dir / "exports" / "stage-2-onefile-int8" / "manifest.json").read_text())
     assert onefile["profile"]["name"] == "android-app" and onefile["languages"] == {"src": "en", "tgt": "de"}
     assert rows[1]["params"] == rows[0]["params"]   # the one-file manifest records its source's size
+    assert report["signature"]["threads"] == 1   # every engine timed on one thread
     phases = json.loads((run_dir / "demo.json").read_text())["phases"]
     assert set(phases) == {"distill_s", "compare_s", "export_s", "benchmark_s"}
     # a second run resumes: nothing is retrained or re-exported

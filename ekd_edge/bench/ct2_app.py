@@ -12,10 +12,9 @@ seconds, load_s, memory), without token ids.
 import json
 import os
 import platform
-import sys
 import time
 
-from ort_onefile import memory_mib
+from ort_onefile import memory_mib, memory_record, runner_args, write_result
 
 
 def run(bundle, texts, threads=None, max_new_tokens=128, warmup=3):
@@ -46,30 +45,17 @@ def run(bundle, texts, threads=None, max_new_tokens=128, warmup=3):
         start = time.perf_counter()
         translations.append(one(text))
         seconds.append(time.perf_counter() - start)
-    _, peak_mb = memory_mib()
-    memory = {"idle_rss_mb": idle_mb, "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_mb,
-              "model_mb": peak_mb - idle_mb if peak_mb is not None and idle_mb is not None else None,
-              "source": "/proc/self/status VmRSS (idle, loaded), VmHWM (peak)",
-              "torch_imported": "torch" in sys.modules}
     return {"machine": platform.machine(), "python": platform.python_version(),
             "ctranslate2": ctranslate2.__version__, "threads": threads, "load_s": load_s, "warmup": warmup,
-            "translations": translations, "seconds": seconds, "memory": memory}
+            "translations": translations, "seconds": seconds, "memory": memory_record(idle_mb, loaded_mb)}
 
 
 def main(argv=None):
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 3:
-        print("usage: ct2_app.py BUNDLE TEXTS.json OUT.json [THREADS] [MAX_NEW_TOKENS]", file=sys.stderr)
+    parsed = runner_args(argv, "ct2_app.py BUNDLE TEXTS.json OUT.json [THREADS] [MAX_NEW_TOKENS]")
+    if parsed is None:
         return 2
-    bundle, texts_path, out_path = args[:3]
-    threads = int(args[3]) if len(args) > 3 and int(args[3]) > 0 else None
-    max_new_tokens = int(args[4]) if len(args) > 4 else 128
-    with open(texts_path, encoding="utf-8") as fh:
-        texts = json.load(fh)
-    result = run(bundle, texts, threads, max_new_tokens)
-    with open(out_path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(result, fh, ensure_ascii=False)
-    os.replace(out_path + ".tmp", out_path)
+    bundle, texts, out_path, threads, max_new_tokens, _ = parsed
+    write_result(out_path, run(bundle, texts, threads, max_new_tokens))
     return 0
 
 

@@ -35,6 +35,34 @@ def memory_mib():
     return values.get("VmRSS"), values.get("VmHWM")
 
 
+def memory_record(idle_mb, loaded_mb):
+    """The memory a standalone runner reports: resident set idle, loaded, at its peak (now)."""
+    _, peak_mb = memory_mib()
+    return {"idle_rss_mb": idle_mb, "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_mb,
+            "model_mb": peak_mb - idle_mb if peak_mb is not None and idle_mb is not None else None,
+            "source": "/proc/self/status VmRSS (idle, loaded), VmHWM (peak)",
+            "torch_imported": "torch" in sys.modules}
+
+
+def runner_args(argv, usage):
+    """(bundle, inputs JSON, output path, threads or None, max_new_tokens, the rest) of a runner's
+    command line, or None after printing ``usage``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 3:
+        print(f"usage: {usage}", file=sys.stderr)
+        return None
+    threads = int(args[3]) if len(args) > 3 and int(args[3]) > 0 else None
+    with open(args[1], encoding="utf-8") as fh:
+        inputs = json.load(fh)
+    return args[0], inputs, args[2], threads, int(args[4]) if len(args) > 4 else 128, args[5:]
+
+
+def write_result(out_path, result):
+    with open(out_path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(result, fh, ensure_ascii=False)
+    os.replace(out_path + ".tmp", out_path)
+
+
 def extensions_library():
     """Path of onnxruntime-extensions' native library, found without importing its Python package."""
     import importlib.util
@@ -97,33 +125,18 @@ def run(bundle, texts, threads=None, max_new_tokens=128, num_beams=1, warmup=3):
         ids.append(row)
         translations.append(translation)
 
-    _, peak_mb = memory_mib()
-    memory = {"idle_rss_mb": idle_mb, "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_mb,
-              "model_mb": peak_mb - idle_mb if peak_mb is not None and idle_mb is not None else None,
-              "source": "/proc/self/status VmRSS (idle, loaded), VmHWM (peak)",
-              "torch_imported": "torch" in sys.modules}
     return {"machine": platform.machine(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "threads": threads, "load_s": load_s,
             "graph_optimization_level": level, "warmup": warmup, "ids": ids,
-            "translations": translations, "seconds": seconds, "memory": memory}
+            "translations": translations, "seconds": seconds, "memory": memory_record(idle_mb, loaded_mb)}
 
 
 def main(argv=None):
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 3:
-        print("usage: ort_onefile.py BUNDLE TEXTS.json OUT.json [THREADS] [MAX_NEW_TOKENS] [NUM_BEAMS]",
-              file=sys.stderr)
+    parsed = runner_args(argv, "ort_onefile.py BUNDLE TEXTS.json OUT.json [THREADS] [MAX_NEW_TOKENS] [NUM_BEAMS]")
+    if parsed is None:
         return 2
-    bundle, texts_path, out_path = args[:3]
-    threads = int(args[3]) if len(args) > 3 and int(args[3]) > 0 else None
-    max_new_tokens = int(args[4]) if len(args) > 4 else 128
-    num_beams = int(args[5]) if len(args) > 5 else 1
-    with open(texts_path, encoding="utf-8") as fh:
-        texts = json.load(fh)
-    result = run(bundle, texts, threads, max_new_tokens, num_beams)
-    with open(out_path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(result, fh, ensure_ascii=False)
-    os.replace(out_path + ".tmp", out_path)
+    bundle, texts, out_path, threads, max_new_tokens, rest = parsed
+    write_result(out_path, run(bundle, texts, threads, max_new_tokens, int(rest[0]) if rest else 1))
     return 0
 
 
