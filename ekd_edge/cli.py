@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         validation sentences; a drop above --max-bleu-drop refuses the bundle (--force writes it,
         recorded in the manifest).
 
-        --profile NAME reads a packaged profile (cpu-x86, arm64, android, android-app, ct2-int8),
+        --profile NAME reads a packaged profile (cpu-x86, arm64, android, android-app, onefile-x86, ct2-int8),
         ./export/NAME.toml of your own, or a .toml path:
         format, quantisation, pruning, .ort conversion and gates in one file; options given on
         the command line override it."""))
@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the weights")
     p.add_argument("--arch", choices=["avx2", "avx512_vnni", "arm64"],
                    help="int8 target instruction set (default: avx512_vnni)")
+    p.add_argument("--int8-kernel", choices=["dynamic", "blockwise", "weight-only"],
+                   help="how a one-file int8 model multiplies: dynamic (int8 activations per tensor), blockwise "
+                        "(int8 weights and activations in blocks of 32; the fastest on x86) or weight-only "
+                        "(int8 weights, float32 products); default: the profile's, else dynamic")
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-channel int8 weight scales (default: on)")
     p.add_argument("--keep-fp32", action="append", metavar="NODE",

@@ -6,9 +6,12 @@
    the graph pads them into a batch, appends EOS as MarianTokenizer does and caps the length at
    the model's position table.
 2. ``com.microsoft.BeamSearch`` (model_type 1, the encoder-decoder flavour) runs two subgraphs
-   built here from optimum's exports: an *init* subgraph (encoder + first decoder step, which
-   also returns the cross-attention keys/values) and a *step* subgraph (the decoder with past
-   keys/values). Beam size and maximum length are graph inputs.
+   built here from three graphs: an *init* subgraph (encoder + first decoder step, which also
+   returns the cross-attention keys/values) and a *step* subgraph (the decoder with past
+   keys/values). Beam size and maximum length are graph inputs. The three graphs are written
+   from the weights by export/marian_graph.py ("lean", the default: a decoder step of the demo
+   student is ~100 nodes instead of ~450) or traced by optimum ("optimum"); onnxruntime 1.32's
+   GreedySearch op would skip the beam bookkeeping but accepts decoder-only models only.
 3. Unknown-token ids are mapped to padding, so the text matches ``decode(skip_special_tokens=True)``.
 4. ``SentencepieceDecoder`` (one row at a time, inside a ``Loop``) turns ids back into text,
    stripped like MarianTokenizer's output.
@@ -18,8 +21,8 @@ int32 ``encoder_input_ids``/``encoder_attention_mask``/``decoder_input_ids`` and
 ``logits``, ``encoder_hidden_states`` and ``present_{key,value}_{self,cross}_<layer>``; the step
 subgraph takes ``input_ids``, ``encoder_attention_mask`` and the ``past_*`` tensors in the same
 order and returns ``logits`` and the self-attention ``present_*``. Adapters (casts to int64,
-renames) wrap optimum's graphs, whose Marian specifics (scaled embeddings, final_logits_bias)
-are already inside.
+renames) wrap the graphs, whose Marian specifics (scaled embeddings, final_logits_bias) are
+already inside; both sources use optimum's input and output names.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from ekd_edge.defaults import MAX_BLEU_DROP, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError, CheckpointError
 from ekd_edge.export.manifest import build_manifest
+from ekd_edge.export.marian_graph import write_marian_graphs
 from ekd_edge.hashing import file_sha256
 from ekd_edge.runtime.onefile_engine import (
     LAYOUT,
@@ -48,6 +52,7 @@ from ekd_edge.runtime.session import PORTABLE_LEVEL
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 MS_DOMAIN = "com.microsoft"
 _OPSET = 18
+GRAPH_SOURCES = ("lean", "optimum")
 _INT64_MAX = 2**63 - 1
 
 
@@ -56,7 +61,8 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
                    parity_threshold: float = PARITY_THRESHOLD, max_new_tokens: int = 128, num_beams: int = 1,
                    quality_data: tuple[list[str], list[str]] | None = None, max_bleu_drop: float = MAX_BLEU_DROP,
                    quality_reference: str | Path | None = None,
-                   portable: bool = False, force: bool = False, progress=None) -> dict:
+                   portable: bool = False, graphs: str = "lean", int8_kernel: str = "dynamic", force: bool = False,
+                   progress=None) -> dict:
     """Export a Marian checkpoint to ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest.
 
     ``max_new_tokens`` and ``num_beams`` are the defaults recorded for apps (the graph takes both
@@ -65,9 +71,14 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
     unless ``force``, an int8 export's agreement is recorded. With ``quality_data`` the BLEU gate
     runs as for every format (export/staging.py). ``portable`` rewrites the encoder and
     decoder graphs for identical tokens on x86 and ARM (export/portable.py); sessions then run at
-    onnxruntime's "basic" optimisation level, as the manifest records.
+    onnxruntime's "basic" optimisation level, as the manifest records. ``graphs`` picks where the
+    encoder and decoder graphs come from: "lean" writes them from the weights
+    (export/marian_graph.py: a fraction of the nodes, so a faster step), "optimum" traces the
+    PyTorch model with optimum. ``int8_kernel`` is how an int8 model multiplies (INT8_KERNELS in
+    export/onnx_export.py); portable numerics are defined for the dynamic kernel only.
     """
-    from ekd_edge.export.onnx_export import QUANT_ARCHS, QUANT_MODES, make_graphs_portable, quantize_int8
+    from ekd_edge.export.onnx_export import (BLOCK_SIZE, INT8_KERNELS, QUANT_ARCHS, QUANT_MODES, make_graphs_portable,
+                                             quantize_blockwise_int8, quantize_int8)
     from ekd_edge.export.staging import Gates, staged_export
     from ekd_edge.models.checkpoint import check_checkpoint
 
@@ -77,6 +88,12 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
         raise BundleError(f"unknown quantisation {quantize!r} (supported: int8, or none for fp32)")
     if quantize and quant_arch not in QUANT_ARCHS:
         raise BundleError(f"unknown quantisation arch {quant_arch!r} (supported: {', '.join(QUANT_ARCHS)})")
+    if int8_kernel not in INT8_KERNELS:
+        raise BundleError(f"unknown int8 kernel {int8_kernel!r} (supported: {', '.join(INT8_KERNELS)})")
+    if quantize and portable and int8_kernel != "dynamic":
+        raise BundleError(f"portable numerics need the dynamic int8 kernel (got {int8_kernel!r})")
+    if graphs not in GRAPH_SOURCES:
+        raise BundleError(f"unknown graph source {graphs!r} (supported: {', '.join(GRAPH_SOURCES)})")
     if max_new_tokens < 1 or num_beams < 1:
         raise BundleError(f"max_new_tokens and num_beams must be at least 1 (got {max_new_tokens}, {num_beams})")
     report(f"checking checkpoint {checkpoint_dir}")
@@ -89,23 +106,34 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
     variant = f"{LAYOUT}-int8" if quantize else f"{LAYOUT}-fp32"
 
     def convert(stage: Path, work: Path) -> dict:
-        graphs = work / "graphs"
-        report("exporting encoder and decoders to ONNX")
-        export_separate_graphs(checkpoint_dir, graphs, scratch=work / "raw")
-        if quantize:
+        graph_dir = work / "graphs"
+        if graphs == "lean":
+            report("writing encoder and decoder graphs from the weights")
+            # block-wise kernels: the tied embedding table is stored once, as int8 blocks
+            level = {"blockwise": 4, "weight-only": 0}.get(int8_kernel) if quantize else None
+            write_marian_graphs(checkpoint_dir, graph_dir, int8_embeddings=level)
+        else:
+            report("exporting encoder and decoders to ONNX with optimum")
+            export_separate_graphs(checkpoint_dir, graph_dir, scratch=work / "raw")
+        if quantize and int8_kernel == "dynamic":
             report(f"quantising to int8 ({quant_arch})")
-            quantize_int8(graphs, quant_arch, scratch=work / "quantized")
+            quantize_int8(graph_dir, quant_arch, scratch=work / "quantized")
+        elif quantize:
+            report(f"quantising to int8 ({int8_kernel}, blocks of {BLOCK_SIZE})")
+            quantize_blockwise_int8(graph_dir, int8_kernel)
         portable_info = None
         if portable:
             report("rewriting Softmax/LayerNormalization for portable numerics")
-            portable_info = make_graphs_portable(graphs)
+            portable_info = make_graphs_portable(graph_dir)
 
         report("building the one-file graph")
-        model = build_onefile_model(graphs / "encoder_model.onnx", graphs / "decoder_model.onnx",
-                                    graphs / "decoder_with_past_model.onnx",
+        model = build_onefile_model(graph_dir / "encoder_model.onnx", graph_dir / "decoder_model.onnx",
+                                    graph_dir / "decoder_with_past_model.onnx",
                                     (checkpoint_dir / "source.spm").read_bytes(), **generation)
         _save_model(model, stage / MODEL_FILE)
-        settings = {"layout": LAYOUT, "quantize": quantize, "arch": quant_arch if quantize else None,
+        settings = {"layout": LAYOUT, "graphs": graphs, "quantize": quantize,
+                    "int8_kernel": int8_kernel if quantize else None,
+                    "arch": quant_arch if quantize and int8_kernel == "dynamic" else None,
                     "max_new_tokens": max_new_tokens, "num_beams": num_beams, **generation,
                     "numerics": "portable" if portable else "fast",
                     "graph_optimization_level": PORTABLE_LEVEL if portable else "all"}
@@ -204,7 +232,7 @@ def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_
                         pad_token_id: int, eos_token_id: int, decoder_start_token_id: int, unk_token_id: int,
                         max_positions: int, num_layers: int, num_heads: int, d_model: int, vocab_size: int,
                         forced_eos: bool):
-    """The one-file ModelProto from optimum's three graphs and the SentencePiece model bytes."""
+    """The one-file ModelProto from the three graphs (optimum's names) and the SentencePiece model bytes."""
     import onnx
     from onnx import TensorProto, helper
 

@@ -28,6 +28,13 @@ from ekd_edge.export.staging import Gates, staged_export
 EXPORT_TASK = "text2text-generation-with-past"
 QUANT_ARCHS = ("avx2", "avx512_vnni", "arm64")
 QUANT_MODES = (None, "int8")
+# How int8 weights are multiplied (one-file model): "dynamic" quantises each activation to int8
+# per tensor and runs an int8 GEMM (DynamicQuantizeMatMul); "blockwise" keeps int8 weights with a
+# scale per block of BLOCK_SIZE inputs and quantises activations per block too (MatMulNBits,
+# accuracy level 4); "weight-only" stores the same int8 blocks but multiplies in float32
+# (MatMulNBits, accuracy level 0). benchmarks/engines.py measures each.
+INT8_KERNELS = ("dynamic", "blockwise", "weight-only")
+BLOCK_SIZE = 32
 
 # Files of optimum's export that a bundle keeps: graphs, model/generation config, and the
 # quantisation record when there is one. The tokenizer files come from the checkpoint instead.
@@ -172,6 +179,28 @@ def quantize_int8(bundle_dir: str | Path, arch: str, scratch: str | Path, per_ch
         os.replace(scratch / name, bundle_dir / name)
     if (scratch / "ort_config.json").is_file():
         os.replace(scratch / "ort_config.json", bundle_dir / "ort_config.json")
+
+
+def quantize_blockwise_int8(graph_dir: str | Path, kernel: str, block_size: int = BLOCK_SIZE) -> None:
+    """int8 MatMulNBits weights (symmetric, a scale per ``block_size`` inputs) for every MatMul
+    with a constant weight in each graph of ``graph_dir``, in place; ``kernel`` as INT8_KERNELS."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if kernel not in ("blockwise", "weight-only"):
+        raise BundleError(f"unknown block-wise int8 kernel {kernel!r} (supported: blockwise, weight-only)")
+    for path in sorted(Path(graph_dir).glob("*.onnx")):
+        try:
+            with quiet_export():
+                quantizer = MatMulNBitsQuantizer(onnx.load(str(path)), bits=8, block_size=block_size,
+                                                 is_symmetric=True, accuracy_level=4 if kernel == "blockwise" else 0)
+                quantizer.process()
+                tmp = path.with_name(f".{path.name}.tmp")
+                quantizer.model.save_model_to_file(str(tmp))
+        except Exception as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise BundleError(f"{path}: block-wise int8 quantisation failed ({type(exc).__name__}: {detail})") from None
+        os.replace(tmp, path)
 
 
 def make_graphs_portable(bundle_dir: str | Path) -> dict:

@@ -36,6 +36,7 @@ class QuantizeSettings:
     per_channel: bool = True           # per-channel weight scales (else one scale per tensor)
     keep_fp32: list = field(default_factory=list)  # ONNX node-name substrings left unquantised
     portable: bool = False             # same tokens on x86 and ARM, at a speed cost (export/portable.py)
+    kernel: str = "dynamic"            # one-file int8: dynamic, blockwise or weight-only (INT8_KERNELS)
 
 
 @dataclass
@@ -70,10 +71,16 @@ class Profile:
             raise ProfileError(f"{where}: format {self.format!r} is not one of {', '.join(FORMATS)}")
         if self.quantize.mode not in ("int8", "none"):
             raise ProfileError(f"{where}: quantize.mode must be \"int8\" or \"none\" (got {self.quantize.mode!r})")
-        from ekd_edge.export.onnx_export import QUANT_ARCHS
+        from ekd_edge.export.onnx_export import INT8_KERNELS, QUANT_ARCHS
 
         if self.quantize.arch not in QUANT_ARCHS:
             raise ProfileError(f"{where}: quantize.arch {self.quantize.arch!r} is not one of {', '.join(QUANT_ARCHS)}")
+        if self.quantize.kernel not in INT8_KERNELS:
+            raise ProfileError(f"{where}: quantize.kernel {self.quantize.kernel!r} is not one of {', '.join(INT8_KERNELS)}")
+        if self.quantize.kernel != "dynamic" and self.format != "onefile":
+            raise ProfileError(f"{where}: quantize.kernel {self.quantize.kernel!r} applies to format onefile only")
+        if self.quantize.kernel != "dynamic" and self.quantize.portable:
+            raise ProfileError(f"{where}: portable numerics need quantize.kernel = \"dynamic\"")
         if self.gate.max_bleu_drop < 0 or self.gate.parity_sentences < 0 or self.gate.quality_sentences < 0:
             raise ProfileError(f"{where}: gate values must be >= 0 (max_bleu_drop, parity_sentences, quality_sentences)")
         if self.gate.split not in ("valid", "test"):
@@ -178,7 +185,8 @@ def run_export(checkpoint_dir: str | Path, out_dir: str | Path, profile: Profile
             from ekd_edge.export.onefile import export_onefile
 
             manifest = export_onefile(source, out_dir, quantize="int8" if quantized else None,
-                                      quant_arch=profile.quantize.arch, parity_texts=parity_texts,
+                                      quant_arch=profile.quantize.arch, int8_kernel=profile.quantize.kernel,
+                                      parity_texts=parity_texts,
                                       parity_threshold=profile.gate.parity_threshold,
                                       quality_data=quality_data, max_bleu_drop=profile.gate.max_bleu_drop,
                                       quality_reference=checkpoint_dir,
@@ -208,6 +216,8 @@ def profile_from_args(args) -> Profile:
         profile.quantize.mode = args.quantize
     if args.arch:
         profile.quantize.arch = args.arch
+    if getattr(args, "int8_kernel", None):
+        profile.quantize.kernel = args.int8_kernel
     if args.per_channel is not None:
         profile.quantize.per_channel = args.per_channel
     if args.keep_fp32:
