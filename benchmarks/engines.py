@@ -1,12 +1,33 @@
-"""Engines side by side on the demo's final student: one run, interleaved, ratios pair by pair.
+"""Engines and one-file speed levers side by side, on three students: one interleaved run each.
 
-    python benchmarks/engines.py                  # runs/demo-bench/students/stage-2, test split
-    python benchmarks/engines.py --sentences 50   # a quicker look
+    python benchmarks/engines.py                       # all three students, 200 test sentences
+    python benchmarks/engines.py --students demo --sentences 50   # a quicker look
 
-Engines: PyTorch eager generate; ONNX Runtime with optimum's encoder/decoder layout (fp32, int8);
-the one-file string->string ONNX model (fp32, int8); CTranslate2 (float32, int8). Missing exports
-of the student are made first under RUN/engines/. Each thread setting (1, all cores) is one
-interleaved run. Writes benchmarks/results/engines/result.json and result.md.
+Students (--students):
+  demo  the demo's final student (runs/demo/students/stage-3: 1.24M, trained; `make demo` makes it)
+  6m    the shipped teacher-m (5.96M, d 288, 2+2, trained): a student-sized model users ship
+  16m   preset medium-6e2d (16.8M, d 384, 6 encoder + 2 decoder layers) with RANDOM weights and
+        the end-of-sentence token blocked, so every engine decodes exactly --forced-length
+        tokens: latency only, no quality, labelled as such in the result
+
+Engines per student: PyTorch eager ``generate``; CTranslate2 int8 and float32; and the one-file
+model (strings in, strings out) in each lever setting below, every one exported through the
+library with its parity gate (and, for trained students, its BLEU gate on validation data):
+
+  onefile-fp32-optimum          graphs traced by optimum (the previous export)
+  onefile-fp32                  lean graphs written from the weights (export/marian_graph.py)
+  onefile-int8-optimum-dynamic  optimum graphs, dynamic int8 (the previous int8 export)
+  onefile-int8-dynamic          lean graphs, dynamic int8
+  onefile-int8-blockwise-untied lean graphs, block-wise int8 (MatMulNBits), float32 embedding table
+  onefile-int8                  lean, block-wise int8, tied table stored once as int8 (profile onefile-x86)
+  onefile-int8-weight-only      lean, int8 weights multiplied in float32
+  onefile-int8-portable         the Android app's build (lean, dynamic int8, portable numerics)
+
+Timing: batch 1, greedy, one thread, text in -> text out, round-robin per sentence (the first
+engine rotates), ratios per sentence. Memory: each one-file and CTranslate2 bundle in a fresh
+process holding only its runtime (bench/ort_onefile.py, bench/ct2_app.py), the one-file model
+also with the "lean-memory" session settings. Where the time goes: bench.engines.step_costs on
+the headline one-file model. Writes benchmarks/results/engines/result.json and result.md.
 """
 
 from __future__ import annotations
@@ -14,154 +35,268 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ekd_edge.bench.engines import EngineSpec, compare_engines, pair_ratios  # noqa: E402
-from ekd_edge.files import write_bytes_atomic as atomic_write  # noqa: E402
+from ekd_edge.bench import model_size_mb  # noqa: E402
+from ekd_edge.bench.engines import (EngineSpec, interleaved_latency, load_engine, pair_ratios,  # noqa: E402
+                                    step_costs, summarise)
+from ekd_edge.bench.probe import measure_app_footprint  # noqa: E402
 from ekd_edge.bench.provenance import Provenance  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data.corpus import load_corpus  # noqa: E402
+from ekd_edge.files import write_bytes_atomic  # noqa: E402
 
-# (numerator, denominator, what the figure answers)
-HEADLINE = (
-    ("onefile-int8", "ct2-int8", "one-file int8 vs CTranslate2 int8 (goal ≤ 1.0×)"),
-    ("onefile-int8", "pytorch", "one-file int8 vs PyTorch eager (goal ≤ 0.125×, i.e. ≥ 8× faster)"),
-    ("ort-int8", "pytorch", "ONNX Runtime (optimum layout) int8 vs PyTorch eager"),
-    ("onefile-int8", "ort-int8", "one-file int8 vs ONNX Runtime (optimum layout) int8"),
+TEACHER_M = REPO / "ekd_edge" / "teachers" / "lo-help-en-de" / "teacher-m"
+HEADLINE = "onefile-int8"
+# one-file variants: name -> export_onefile settings
+ONEFILE = {
+    "onefile-fp32-optimum": dict(graphs="optimum"),
+    "onefile-fp32": dict(),
+    "onefile-int8-optimum-dynamic": dict(quantize="int8", graphs="optimum", int8_kernel="dynamic"),
+    "onefile-int8-dynamic": dict(quantize="int8", int8_kernel="dynamic"),
+    "onefile-int8-blockwise-untied": dict(quantize="int8", int8_kernel="blockwise", tie_int8_embeddings=False),
+    "onefile-int8": dict(quantize="int8", int8_kernel="blockwise"),
+    "onefile-int8-weight-only": dict(quantize="int8", int8_kernel="weight-only"),
+    "onefile-int8-portable": dict(quantize="int8", int8_kernel="dynamic", portable=True, quant_arch="arm64"),
+}
+# (lever, with it, without it): what each lever bought, as latency and size ratios
+LEVERS = (
+    ("lean graphs (fp32)", "onefile-fp32", "onefile-fp32-optimum"),
+    ("lean graphs (dynamic int8)", "onefile-int8-dynamic", "onefile-int8-optimum-dynamic"),
+    ("block-wise int8 instead of dynamic int8", "onefile-int8-blockwise-untied", "onefile-int8-dynamic"),
+    ("tied embedding table stored once as int8", "onefile-int8", "onefile-int8-blockwise-untied"),
+    ("weight-only int8 (float32 products) instead of block-wise", "onefile-int8-weight-only", "onefile-int8"),
+    ("portable numerics (the app's build) instead of fast", "onefile-int8-portable", "onefile-int8-dynamic"),
+    ("all kept levers: shipped int8 now vs before", "onefile-int8", "onefile-int8-optimum-dynamic"),
+)
+# levers that could not be built with onnxruntime 1.32 on a CPU, with the reason
+NOT_BUILT = {
+    "GreedySearch instead of one-beam BeamSearch": "onnxruntime's GreedySearch accepts decoder-only (GPT) models "
+                                                  "only: loading an encoder-decoder one fails in GreedySearch::Init",
+    "key/value cache in a shared buffer (DecoderMaskedMultiHeadAttention)": "past_present_share_buffer and "
+        "DecoderMaskedMultiHeadAttention have CUDA kernels only; on the CPU each step concatenates the cache "
+        "(its share of a step's kernel time is in step_costs)",
+    "vocabulary shortlist / trimmed output projection": "not built: needs the vocabulary trimming of the teacher "
+                                                        "work (ids mapped in the graph); the output projection's "
+                                                        "cost is inside 'matrix products'",
+}
+PAIRS = (
+    ("onefile-int8", "ct2-int8", "one-file int8 vs CTranslate2 int8 (goal <= 1.0x)"),
+    ("onefile-int8", "pytorch", "one-file int8 vs PyTorch eager (goal <= 0.125x)"),
     ("onefile-fp32", "ct2-fp32", "one-file fp32 vs CTranslate2 float32"),
+    ("onefile-int8-portable", "ct2-int8", "the app's one-file int8 (portable) vs CTranslate2 int8"),
     ("ct2-int8", "pytorch", "CTranslate2 int8 vs PyTorch eager"),
 )
 
 
-def ensure_exports(student: Path, run_dir: Path, valid_src: list[str]) -> list[EngineSpec]:
-    exports = run_dir / "engines"
+def random_student(out: Path, forced_length: int) -> Path:
+    """medium-6e2d with random weights, the teachers' tokenizer, and neither EOS nor padding ever chosen."""
+    import torch
+
+    from ekd_edge.models import build_model, save_model
+
+    if (out / "config.json").is_file():
+        return out
+    model = build_model("medium-6e2d", vocab_size=4000, seed=0)
+    with torch.no_grad():
+        model.final_logits_bias[0, model.config.eos_token_id] = -1e4
+        model.final_logits_bias[0, model.config.pad_token_id] = -1e4  # engines strip padding from their output
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model(model, staging, tokenizer_dir=TEACHER_M)
+    # generate() must not stop early or force EOS either: every engine does forced_length steps
+    config = json.loads((staging / "generation_config.json").read_text())
+    config.pop("forced_eos_token_id", None)
+    (staging / "generation_config.json").write_text(json.dumps(config, indent=2))
+    os.replace(staging, out)
+    return out
+
+
+def ensure_exports(name: str, student: Path, work: Path, valid, trained: bool, max_new_tokens: int) -> list[EngineSpec]:
+    from ekd_edge.export.ct2 import export_ct2_bundle
+    from ekd_edge.export.onefile import export_onefile
+
     specs = [EngineSpec("pytorch", "pytorch", student, "fp32")]
-    for precision in ("fp32", "int8"):
-        bundle = run_dir / "exports" / f"{student.name}-{precision}"
+    gate = dict(parity_texts=valid.src[:100], max_new_tokens=max_new_tokens, force=True)
+    if trained:  # the BLEU gate means nothing for random weights
+        gate["quality_data"] = (valid.src[:200], valid.tgt[:200])
+    for precision in ("int8", "fp32"):
+        bundle = work / f"ct2-{precision}"
         if not (bundle / "manifest.json").is_file():
-            from ekd_edge.export import export_bundle
-
-            bundle = exports / f"ort-{precision}"
-            if not (bundle / "manifest.json").is_file():
-                with console.status(f"exporting ONNX Runtime {precision}"):
-                    export_bundle(student, bundle, quantize=precision if precision == "int8" else None,
-                                  parity_texts=valid_src)
-        specs.append(EngineSpec(f"ort-{precision}", "onnxruntime", bundle, precision))
-    for precision in ("fp32", "int8"):
-        bundle = exports / f"onefile-{precision}"
-        if not (bundle / "manifest.json").is_file():
-            from ekd_edge.export.onefile import export_onefile
-
-            with console.status(f"exporting the one-file model ({precision})"):
-                # force: the parity shortfall, if any, is recorded in the manifest and in our result
-                export_onefile(student, bundle, quantize=precision if precision == "int8" else None,
-                               parity_texts=valid_src, force=True)
-        specs.append(EngineSpec(f"onefile-{precision}", "onnxruntime-onefile", bundle, precision))
-    for precision, quantization in (("fp32", "float32"), ("int8", "int8")):
-        bundle = exports / f"ct2-{precision}"
-        if not (bundle / "manifest.json").is_file():
-            from ekd_edge.export.ct2 import export_ct2_bundle
-
-            with console.status(f"converting to CTranslate2 ({quantization})"):
-                export_ct2_bundle(student, bundle, quantization=quantization)
+            with console.status(f"{name}: CTranslate2 {precision}"):
+                export_ct2_bundle(student, bundle, quantization="int8" if precision == "int8" else "float32",
+                                  parity_texts=gate["parity_texts"], max_new_tokens=max_new_tokens, force=True)
         specs.append(EngineSpec(f"ct2-{precision}", "ctranslate2", bundle, precision))
+    for variant, settings in ONEFILE.items():
+        bundle = work / variant
+        if not (bundle / "manifest.json").is_file():
+            with console.status(f"{name}: {variant}"):
+                export_onefile(student, bundle, **settings, **gate)
+        specs.append(EngineSpec(variant, "onnxruntime-onefile", bundle, "int8" if "int8" in variant else "fp32"))
     return specs
+
+
+def measure_student(name: str, student: Path, work: Path, texts: list[str], valid, *, trained: bool,
+                    max_new_tokens: int, warmup: int) -> dict:
+    specs = ensure_exports(name, student, work, valid, trained, max_new_tokens)
+    translators = {spec.name: load_engine(spec, 1) for spec in specs}
+    with console.status(f"{name}: {len(texts)} sentences x {len(specs)} engines") as status:
+        timings = interleaved_latency(translators, texts, warmup=warmup, max_new_tokens=max_new_tokens,
+                                      progress=lambda i: status.update(f"{name}: sentence {i}/{len(texts)}"))
+    outputs = {n: [t.translate_with_ids([text], max_new_tokens, 1)[0][0] for text in texts[:5]]
+               for n, t in translators.items()}
+    del translators
+    engines = {}
+    for spec in specs:
+        manifest = json.loads((spec.path / "manifest.json").read_text()) if spec.kind != "pytorch" else {}
+        row = {"kind": spec.kind, "precision": spec.precision, "size_mb": model_size_mb(spec.path),
+               **summarise(timings[spec.name]), "settings": ONEFILE.get(spec.name),
+               "export_parity": manifest.get("parity"), "quality_gate": manifest.get("quality_gate")}
+        if spec.kind in ("onnxruntime-onefile", "ctranslate2"):
+            with console.status(f"{name}: runtime-only memory of {spec.name}"):
+                app = measure_app_footprint(spec.path, spec.kind, texts[:20], 1, max_new_tokens=max_new_tokens)
+                row["app_memory"] = {k: v for k, v in app.items() if k != "translations"}
+                if spec.name == HEADLINE:
+                    lean = measure_app_footprint(spec.path, spec.kind, texts[:20], 1, max_new_tokens=max_new_tokens,
+                                                 session_preset="lean-memory")
+                    row["app_memory_lean_session"] = {k: v for k, v in lean.items() if k != "translations"}
+        engines[spec.name] = row
+    seconds = {n: t["seconds"] for n, t in timings.items()}
+    pairs = {f"{a} / {b}": {"question": q, **pair_ratios(seconds[a], seconds[b])} for a, b, q in PAIRS}
+    levers = []
+    for lever, on, off in LEVERS:
+        ratio = pair_ratios(seconds[on], seconds[off])
+        levers.append({"lever": lever, "on": on, "off": off, "latency_ratio_median": ratio["median"],
+                       "latency_ratio_p10": ratio["p10"], "latency_ratio_p90": ratio["p90"],
+                       "size_ratio": engines[on]["size_mb"] / engines[off]["size_mb"],
+                       "parity_on": (engines[on]["export_parity"] or {}).get("rate"),
+                       "parity_off": (engines[off]["export_parity"] or {}).get("rate"),
+                       "bleu_drop_on": (engines[on]["quality_gate"] or {}).get("bleu_drop"),
+                       "bleu_drop_off": (engines[off]["quality_gate"] or {}).get("bleu_drop")})
+    with console.status(f"{name}: where the one-file model's time goes"):
+        costs = step_costs(work / HEADLINE, texts[:100], max_new_tokens=max_new_tokens)
+    return {"student": str(student.relative_to(REPO) if student.is_relative_to(REPO) else student),
+            "trained": trained, "params": _params(student), "engines": engines, "pairs": pairs, "levers": levers,
+            "step_costs": costs, "outputs_first_5": outputs}
+
+
+def _params(checkpoint: Path) -> int:
+    from ekd_edge.models.checkpoint import config_parameters
+
+    return config_parameters(checkpoint)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run-dir", type=Path, default=REPO / "runs/demo-bench")
+    parser.add_argument("--students", nargs="+", default=["demo", "6m", "16m"], choices=["demo", "6m", "16m"])
+    parser.add_argument("--demo-student", type=Path, default=REPO / "runs/demo/students/stage-3")
+    parser.add_argument("--work", type=Path, default=REPO / "runs/engines", help="exports are kept here")
     parser.add_argument("--sentences", type=int, default=200, help="timed test sentences per engine")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="0 = all cores")
+    parser.add_argument("--forced-length", type=int, default=32, help="tokens the random 16m student decodes")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/engines")
     args = parser.parse_args()
-    # no one thread count: each run of --threads records its own
-    provenance = Provenance.begin(threads=None, settings={"sentences": args.sentences, "warmup": args.warmup,
-                                                          "threads": args.threads})
-
-    student = args.run_dir / "students" / "stage-2"
+    if "demo" in args.students and not (args.demo_student / "config.json").is_file():
+        console.print(f"{args.demo_student}: no demo student; run `make demo` first or leave out --students demo")
+        return 2
+    provenance = Provenance.begin(threads=1, settings={k: str(v) for k, v in vars(args).items()})
     corpus = load_corpus("lo-help-en-de")
-    test = corpus.split("test")
+    test, valid = corpus.split("test"), corpus.split("valid")
     texts = test.src[: args.sentences]
-    specs = ensure_exports(student, args.run_dir, corpus.split("valid").src[:50])
-    args.out.mkdir(parents=True, exist_ok=True)
-    # the fresh-process probes read their sentences from a file; it is not part of the result
-    src_file = Path(tempfile.mkstemp(prefix="ekd-probe-", suffix=".txt")[1])
-    src_file.write_text("\n".join(texts[:20]) + "\n")
-    runs = {}
-    try:
-        for threads in args.threads:
-            # "all" is explicit: left to each engine, the default would differ (torch follows OMP_NUM_THREADS)
-            label = "all" if threads == 0 else str(threads)
-            threads = threads or len(os.sched_getaffinity(0))
-            with console.status(f"threads {label} ({threads}): {len(texts)} sentences × {len(specs)} engines") as status:
-                result = compare_engines(specs, texts, threads, warmup=args.warmup, src_file=src_file,
-                                         progress=lambda i, s=status, t=label: s.update(
-                                             f"threads {t}: sentence {i}/{len(texts)}"))
-            timings = result.pop("timings")
-            ratios = {f"{a} / {b}": {"question": q, **pair_ratios(timings[a]["seconds"], timings[b]["seconds"])}
-                      for a, b, q in HEADLINE if a in timings and b in timings}
-            for spec in specs:
-                manifest = json.loads((spec.path / "manifest.json").read_text()) if spec.kind != "pytorch" else {}
-                result["engines"][spec.name]["export_parity"] = manifest.get("parity")
-            runs[label] = {"threads": threads, **result, "ratios": ratios,
-                           "seconds": {k: v["seconds"] for k, v in timings.items()}}
-    finally:
-        src_file.unlink(missing_ok=True)
+    students = {}
+    for name in args.students:
+        if name == "demo":
+            student, trained, limit = args.demo_student, True, 128
+        elif name == "6m":
+            student, trained, limit = TEACHER_M, True, 128
+        else:
+            student, trained, limit = random_student(args.work / "random-16m", args.forced_length), False, \
+                args.forced_length
+        students[name] = measure_student(name, student, args.work / name, texts, valid, trained=trained,
+                                         max_new_tokens=limit, warmup=args.warmup)
     import ctranslate2
     import onnxruntime_extensions
 
     payload = {
-        "command": "python benchmarks/engines.py" + (f" --sentences {args.sentences}" if args.sentences != 200 else ""),
-        "student": str(student.relative_to(REPO) if student.is_relative_to(REPO) else student),
-        "data": f"lo-help-en-de:test, first {len(texts)} sentences (split fingerprint {test.fingerprint()})",
-        "settings": {"decoding": "greedy, batch 1, max_new_tokens 128, text in -> text out (tokenise, generate, "
-                                 "detokenise)", "warmup_per_engine": args.warmup,
-                     "order": "round-robin per sentence, first engine rotating",
-                     "peak_rss": "fresh process per engine, loading + 20 sentences (VmHWM)"},
-        # engines the provenance's package list does not name
+        "command": "python benchmarks/engines.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:])),
+        "data": f"lo-help-en-de:test, first {len(texts)} sentences (split fingerprint {test.fingerprint()}); "
+                f"gates: lo-help-en-de:valid",
+        "settings": {"decoding": "greedy, batch 1, one thread, text in -> text out",
+                     "max_new_tokens": {n: (args.forced_length if n == "16m" else 128) for n in students},
+                     "warmup_per_engine": args.warmup, "order": "round-robin per sentence, first engine rotating",
+                     "app_memory": "fresh process with only the runtime, 20 sentences (VmHWM)"},
         "versions": {"ctranslate2": ctranslate2.__version__, "onnxruntime_extensions": onnxruntime_extensions.__version__},
-        "runs": runs,
+        "not_built": NOT_BUILT,
+        "students": students,
     }
-    payload["provenance"] = provenance.end(data={"test": test.fingerprint()}, models=[spec.path for spec in specs])
-    atomic_write(args.out / "result.json", (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
-    atomic_write(args.out / "result.md", render(payload).encode())
+    payload["provenance"] = provenance.end(data={"test": test.fingerprint(), "valid": valid.fingerprint()},
+                                           models=[Path(s["student"]) if Path(s["student"]).is_absolute()
+                                                   else REPO / s["student"] for s in students.values()])
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(args.out / "result.json", (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
+    write_bytes_atomic(args.out / "result.md", render(payload).encode())
     console.print(render(payload), markup=False)
     return 0
 
 
 def render(payload: dict) -> str:
-    lines = ["# Engines side by side: the demo's final student", "",
-             f"Command: `{payload['command']}`  ", f"Student: `{payload['student']}`  ", f"Data: {payload['data']}  ",
-             f"Settings: {payload['settings']['decoding']}; {payload['settings']['warmup_per_engine']} warm-up "
-             f"sentences per engine; {payload['settings']['order']}.", ""]
-    for label, run in payload["runs"].items():
-        lines += [f"## Threads: {label} ({run['threads']})", "", "| engine | p50 ms | p90 ms | p99 ms | tokens/s | load s | peak RSS MB "
-                  "| size MB |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for name, e in run["engines"].items():
-            lines.append(f"| {name} | {e['p50_ms']:.2f} | {e['p90_ms']:.2f} | {e['p99_ms']:.2f} | {e['tokens_per_s']:.0f} "
-                         f"| {e.get('load_s', float('nan')):.2f} | {e.get('peak_rss_mb', float('nan')):.0f} "
-                         f"| {e['size_mb']:.2f} |")
-        lines += ["", "Pair-by-pair latency ratios (per sentence A/B, median [p10–p90]; < 1 means A is faster):", "",
-                  "| A / B | median | p10 | p90 | ratio of p50s | A faster on |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for pair, r in run["ratios"].items():
-            lines.append(f"| {pair} | {r['median']:.3f}× | {r['p10']:.3f}× | {r['p90']:.3f}× | {r['p50_ratio']:.3f}× "
-                         f"| {r['wins']}/{r['n']} |")
-        lines.append("")
     prov = payload["provenance"]
-    sig = prov["environment"]
-    lines += [f"Machine: {sig['cpu']}, {sig['usable_cores']} usable cores; {sig['os']}; Python {sig['python']}.  ",
-              f"Packages: {json.dumps({**sig['packages'], **payload['versions']})}  ",
-              f"Load average before: {prov['load_average_before']}  ",
-              f"Load average after: {prov['load_average_after']}", ""]
+    lines = ["# Engines and one-file speed levers", "", f"Command: `{payload['command']}`  ",
+             f"Commit: `{prov.get('commit')}` (dirty: {prov.get('dirty')})  ", f"Data: {payload['data']}  ",
+             f"Settings: {payload['settings']['decoding']}; {payload['settings']['order']}; "
+             f"{payload['settings']['warmup_per_engine']} warm-up sentences per engine.", ""]
+    for name, s in payload["students"].items():
+        label = "trained" if s["trained"] else "random weights, EOS blocked: latency only"
+        lines += [f"## {name}: `{s['student']}` ({s['params'] / 1e6:.2f}M parameters, {label})", "",
+                  "| engine | p50 ms | p90 ms | tokens/s | size MB | parity | BLEU drop | app peak MB | app model MB | app load s |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for engine, e in s["engines"].items():
+            parity = (e.get("export_parity") or {}).get("rate")
+            drop = (e.get("quality_gate") or {}).get("bleu_drop")
+            app = e.get("app_memory") or {}
+            lines.append(f"| {engine} | {e['p50_ms']:.2f} | {e['p90_ms']:.2f} | {e['tokens_per_s']:.0f} | {e['size_mb']:.2f} "
+                         f"| {_fmt(parity, '.3f')} | {_fmt(drop, '.2f')} | {_fmt(app.get('peak_rss_mb'), '.1f')} "
+                         f"| {_fmt(app.get('model_mb'), '.1f')} | {_fmt(app.get('load_s'), '.3f')} |")
+        lean = s["engines"][HEADLINE].get("app_memory_lean_session")
+        if lean:
+            lines += ["", f"{HEADLINE} with the lean-memory session settings (no arena, no memory pattern, no "
+                          f"pre-packing): app peak {lean['peak_rss_mb']:.1f} MB, model {lean['model_mb']:.1f} MB, "
+                          f"idle runtime {lean['idle_rss_mb']:.1f} MB."]
+        lines += ["", "| A / B | median | p10 | p90 | A faster on |", "| --- | ---: | ---: | ---: | ---: |"]
+        for pair, r in s["pairs"].items():
+            lines.append(f"| {pair} | {r['median']:.3f}x | {r['p10']:.3f}x | {r['p90']:.3f}x | {r['wins']}/{r['n']} |")
+        lines += ["", "Levers (latency: per-sentence median of on/off; < 1 = faster with it):", "",
+                  "| lever | on | off | latency | size | parity on / off | BLEU drop on / off |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+        for lv in s["levers"]:
+            lines.append(f"| {lv['lever']} | {lv['on']} | {lv['off']} | {lv['latency_ratio_median']:.3f}x "
+                         f"| {lv['size_ratio']:.2f}x | {_fmt(lv['parity_on'], '.3f')} / {_fmt(lv['parity_off'], '.3f')} "
+                         f"| {_fmt(lv['bleu_drop_on'], '.2f')} / {_fmt(lv['bleu_drop_off'], '.2f')} |")
+        c = s["step_costs"]
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in c["step_kernel_share"].items())
+        lines += ["", f"Where {HEADLINE}'s time goes ({c['sentences']} sentences, {c['decoder_steps_per_sentence']:.1f} "
+                      f"later steps each): whole model {c['whole_model_ms_per_sentence']:.2f} ms/sentence; its subgraphs "
+                      f"called from Python: encoder + first step {c['encoder_and_first_step_ms']:.2f} ms, later steps "
+                      f"{c['later_steps_ms']:.2f} ms ({c['ms_per_later_step'] * 1000:.0f} us each); whole minus parts "
+                      f"{c['search_tokenizer_and_calls_ms']:+.2f} ms (search bookkeeping + tokenizer, less the Python "
+                      f"call cost of the parts). Kernel time of a step: {shares}.", ""]
+    lines += ["## Levers not built", ""] + [f"- {k}: {v}" for k, v in payload["not_built"].items()] + [""]
+    env = prov["environment"]
+    lines += [f"Machine: {env['cpu']}, {env['usable_cores']} usable cores; {env['os']}; Python {env['python']}.  ",
+              f"Packages: {json.dumps({**env['packages'], **payload['versions']})}  ",
+              f"Load average before: {prov['load_average_before']}  ", f"Load average after: {prov['load_average_after']}", ""]
     return "\n".join(lines)
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

@@ -72,3 +72,19 @@ def test_interleaved_latency_on_two_real_translators(nano_checkpoint, lo_valid):
     assert sum(timings["a"]["tokens"]) > 0
     ratio = pair_ratios(timings["a"]["seconds"], timings["b"]["seconds"])
     assert ratio["n"] == len(texts)
+
+
+def test_step_costs_drive_the_lifted_subgraphs_through_the_same_greedy_search(sharp_checkpoint, lo_valid, tmp_path):
+    from ekd_edge.bench.engines import step_costs
+    from ekd_edge.export.onefile import export_onefile
+    from ekd_edge.runtime.onefile_engine import OneFileTranslator
+
+    export_onefile(sharp_checkpoint, tmp_path / "fp32", max_new_tokens=32)
+    texts = lo_valid.src[:8]
+    costs = step_costs(tmp_path / "fp32", texts, max_new_tokens=32)
+    ids = OneFileTranslator(tmp_path / "fp32").generate_ids(texts, max_new_tokens=32)
+    # one later step per generated token after the first (EOS included, the decoder start excluded)
+    assert costs["decoder_steps_per_sentence"] == pytest.approx(sum(len(row) for row in ids) / len(texts))
+    assert costs["whole_model_ms_per_sentence"] > 0 and costs["ms_per_later_step"] > 0
+    assert set(costs["step_kernel_share"]) >= {"matrix products", "other"}
+    assert sum(costs["step_kernel_share"].values()) == pytest.approx(1.0, abs=0.01)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from ekd_edge.errors import BundleError, ProfileError
-from ekd_edge.export.marian_graph import INT8_BLOCK, int8_blocks, write_marian_graphs
+from ekd_edge.export.marian_graph import block_size_for, int8_blocks, write_marian_graphs
+
+INT8_BLOCK = 32
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -85,7 +87,7 @@ def test_int8_blocks_round_trip_within_half_a_step_and_keep_each_blocks_extreme(
     matrix = rng.normal(size=(7, 3 * INT8_BLOCK)).astype(np.float32)
     matrix[2] = 0.0                        # an all-zero row must not divide by zero
     matrix[4, 5] = -9.0                    # a negative extreme maps to -128 exactly
-    q, scales = int8_blocks(matrix)
+    q, scales = int8_blocks(matrix, INT8_BLOCK)
     assert q.dtype == np.uint8 and q.shape == (7, 3, INT8_BLOCK) and scales.shape == (7, 3)
     restored = ((q.astype(np.float32) - 128) * scales[..., None]).reshape(matrix.shape)
     step = np.repeat(np.abs(scales), INT8_BLOCK, axis=1)
@@ -111,7 +113,8 @@ def test_blockwise_one_file_stores_the_tied_table_once_and_tracks_pytorch(sharp_
     vocab, d = config["vocab_size"], config["d_model"]
     float_tables = [t.name for t in model.graph.initializer if list(t.dims) in ([vocab, d], [d, vocab])]
     assert not float_tables, f"a float32 copy of the embedding table is still stored: {float_tables}"
-    int8_tables = [t for t in model.graph.initializer if list(t.dims) == [vocab, d // INT8_BLOCK, INT8_BLOCK]]
+    block = block_size_for(d)
+    int8_tables = [t for t in model.graph.initializer if list(t.dims) == [vocab, d // block, block]]
     assert len(int8_tables) == 1
 
 

@@ -17,6 +17,7 @@ import gc
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,123 @@ def compare_engines(specs: list[EngineSpec], texts: list[str], threads: int | No
                         if k in ("load_s", "peak_rss_mb", "rss_source")})
         engines[spec.name] = row
     return {"engines": engines, "timings": timings, "outputs_first_20": outputs}
+
+
+# onnxruntime operator types by what they spend time on (step_costs)
+OP_CATEGORIES = {
+    "matrix products": ("MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat",
+                        "DynamicQuantizeLinear", "MatMul", "FusedMatMul", "Gemm"),
+    "softmax, layer norm, activation": ("Softmax", "LayerNormalization", "SkipLayerNormalization", "QuickGelu",
+                                        "Sigmoid", "Gelu", "Relu"),
+    "cache concatenation": ("Concat",),
+}
+
+
+def step_costs(bundle: Path, texts: list[str], max_new_tokens: int = 128) -> dict:
+    """Where a one-file model's time goes: its two subgraphs run on their own, against the whole.
+
+    The BeamSearch node's subgraphs (encoder + first step; one decoder step) are lifted out as
+    models of their own and driven by a plain greedy loop here, one sentence at a time, timing
+    each call; the whole model then translates the same sentences. What the whole takes beyond
+    the subgraphs' time is the search's bookkeeping (logits processing, handing each step's
+    cache to the next, the subgraph calls) plus tokenising and detokenising. A profiler run of
+    the step model splits a step's kernel time by OP_CATEGORIES ("other": elementwise ops,
+    reshapes, casts, copies); profiling adds cost per node, so those shares are indicative.
+    """
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import sentencepiece as spm
+
+    from ekd_edge.runtime.manifest import read_manifest
+    from ekd_edge.runtime.onefile_engine import MODEL_FILE, onefile_session, run_onefile
+    from ekd_edge.runtime.session import optimization_level
+
+    bundle = Path(bundle)
+    settings = read_manifest(bundle)["settings"]
+    model = onnx.load(str(bundle / MODEL_FILE))
+    search = next(node for node in model.graph.node if node.op_type == "BeamSearch")
+    tokenizer = next(node for node in model.graph.node if node.op_type == "SentencepieceTokenizer")
+    pieces = spm.SentencePieceProcessor(model_proto=next(a.s for a in tokenizer.attribute if a.name == "model"))
+    weights = {t.name: t for t in model.graph.initializer}
+
+    def lifted(graph_name: str, profile_dir: str | None = None):
+        graph = onnx.GraphProto()
+        graph.CopyFrom(next(a.g for a in search.attribute if a.name == graph_name))
+        read = {name for node in graph.node for name in node.input}
+        graph.initializer.extend(weights[name] for name in sorted(read) if name in weights)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        options.graph_optimization_level = optimization_level(settings)
+        if profile_dir:
+            options.enable_profiling, options.profile_file_prefix = True, str(Path(profile_dir) / "step")
+        lifted_model = onnx.helper.make_model(graph, opset_imports=model.opset_import)
+        lifted_model.ir_version = model.ir_version
+        return ort.InferenceSession(lifted_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def greedy(text: str, init, step, timings: dict | None = None):
+        ids = pieces.encode(text)[: settings["max_positions"] - 1] + [settings["eos_token_id"]]
+        feeds = {"encoder_input_ids": np.array([ids], np.int32), "encoder_attention_mask": np.ones((1, len(ids)), np.int32),
+                 "decoder_input_ids": np.array([[settings["decoder_start_token_id"]]], np.int32)}
+        clock = time.perf_counter()
+        names = [o.name for o in init.get_outputs()]
+        outputs = dict(zip(names, init.run(None, feeds)))
+        init_s, steps, step_s = time.perf_counter() - clock, 0, 0.0
+        past = {name.replace("present", "past"): value for name, value in outputs.items() if name.startswith("present")}
+        step_names = [o.name for o in step.get_outputs()]
+        token = int(outputs["logits"][0, -1].argmax())
+        while token != settings["eos_token_id"] and steps + 1 < max_new_tokens:
+            clock = time.perf_counter()
+            result = dict(zip(step_names, step.run(None, {"input_ids": np.array([[token]], np.int32),
+                                                          "encoder_attention_mask": feeds["encoder_attention_mask"],
+                                                          **past})))
+            step_s += time.perf_counter() - clock
+            steps += 1
+            past.update({name.replace("present", "past"): value for name, value in result.items()
+                         if name.startswith("present")})
+            token = int(result["logits"][0, -1].argmax())
+        if timings is not None:
+            timings["init_s"] += init_s
+            timings["step_s"] += step_s
+            timings["steps"] += steps
+        return steps
+
+    init, step = lifted("encoder"), lifted("decoder")
+    whole = onefile_session(bundle / MODEL_FILE, threads=1, settings=settings)
+    for text in texts[:3]:  # warm-up
+        greedy(text, init, step)
+        run_onefile(whole, [text], max_new_tokens=max_new_tokens)
+    timings = {"init_s": 0.0, "step_s": 0.0, "steps": 0}
+    whole_s = 0.0
+    for text in texts:
+        greedy(text, init, step, timings)
+        clock = time.perf_counter()
+        run_onefile(whole, [text], max_new_tokens=max_new_tokens)
+        whole_s += time.perf_counter() - clock
+    n = max(1, len(texts))
+    with tempfile.TemporaryDirectory(prefix="ekd-profile-") as tmp:
+        profiled = lifted("decoder", tmp)
+        for text in texts[:20]:
+            greedy(text, init, profiled)
+        events = json.loads(Path(profiled.end_profiling()).read_text())
+    kernel_us: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"].get("op_name")
+            category = next((name for name, ops in OP_CATEGORIES.items() if op in ops), "other")
+            kernel_us[category] = kernel_us.get(category, 0.0) + float(event["dur"])
+    total_kernel = sum(kernel_us.values()) or 1.0
+    init_ms, steps_ms = timings["init_s"] * 1000 / n, timings["step_s"] * 1000 / n
+    return {
+        "sentences": len(texts),
+        "decoder_steps_per_sentence": timings["steps"] / n,
+        "whole_model_ms_per_sentence": whole_s * 1000 / n,
+        "encoder_and_first_step_ms": init_ms,
+        "later_steps_ms": steps_ms,
+        "ms_per_later_step": timings["step_s"] * 1000 / max(1, timings["steps"]),
+        "search_tokenizer_and_calls_ms": whole_s * 1000 / n - init_ms - steps_ms,
+        "step_kernel_share": {k: round(v / total_kernel, 3) for k, v in sorted(kernel_us.items())},
+    }
 
 
 if __name__ == "__main__":

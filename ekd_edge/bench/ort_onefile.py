@@ -4,7 +4,8 @@ numpy, onnxruntime and the onnxruntime-extensions native library only.
 Like ort_greedy.py this file runs on its own (``python ort_onefile.py BUNDLE TEXTS.json OUT.json
 [THREADS] [MAX_NEW_TOKENS] [NUM_BEAMS]``), inside the aarch64 root under qemu or on a device,
 and imports nothing from this package. The session is configured as the bundle's manifest asks
-(its graph optimisation level: "basic" for portable numerics). Output: JSON with the token ids
+(its graph optimisation level: "basic" for portable numerics), optionally with a SESSION_PRESET
+("lean-memory": the memory-saving session settings below). Output: JSON with the token ids
 and translation of every text, the seconds each took, and the process's memory as an app pays
 it ("memory": resident set once the runtime is imported, after loading the model, and at its
 peak while translating; Linux /proc figures).
@@ -77,7 +78,12 @@ def extensions_library():
     return get_library_path()
 
 
-def session_for(bundle, threads=None):
+# Session settings an app may choose to hold less memory: no arena (freed buffers go back to the
+# system), no memory-pattern planning, no pre-packed copies of the weights.
+SESSION_PRESETS = ("default", "lean-memory")
+
+
+def session_for(bundle, threads=None, preset="default"):
     import onnxruntime as ort
 
     with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as fh:
@@ -89,17 +95,23 @@ def session_for(bundle, threads=None):
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if preset == "lean-memory":
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
+        options.add_session_config_entry("session.disable_prepacking", "1")
+    elif preset != "default":
+        raise SystemExit(f"unknown session preset {preset!r} (one of {', '.join(SESSION_PRESETS)})")
     session = ort.InferenceSession(os.path.join(bundle, "model.onnx"), options, providers=["CPUExecutionProvider"])
     return session, str(options.graph_optimization_level), settings
 
 
-def run(bundle, texts, threads=None, max_new_tokens=128, num_beams=1, warmup=3):
+def run(bundle, texts, threads=None, max_new_tokens=128, num_beams=1, warmup=3, preset="default"):
     import numpy as np
     import onnxruntime  # imported before "idle" is read: the runtime is part of the base cost
 
     idle_mb, _ = memory_mib()
     start = time.perf_counter()
-    session, level, settings = session_for(bundle, threads)
+    session, level, settings = session_for(bundle, threads, preset)
     load_s = time.perf_counter() - start
     loaded_mb, _ = memory_mib()
     pad, eos = settings.get("pad_token_id", 0), settings.get("eos_token_id", 1)
@@ -127,16 +139,18 @@ def run(bundle, texts, threads=None, max_new_tokens=128, num_beams=1, warmup=3):
 
     return {"machine": platform.machine(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "threads": threads, "load_s": load_s,
-            "graph_optimization_level": level, "warmup": warmup, "ids": ids,
+            "graph_optimization_level": level, "session_preset": preset, "warmup": warmup, "ids": ids,
             "translations": translations, "seconds": seconds, "memory": memory_record(idle_mb, loaded_mb)}
 
 
 def main(argv=None):
-    parsed = runner_args(argv, "ort_onefile.py BUNDLE TEXTS.json OUT.json [THREADS] [MAX_NEW_TOKENS] [NUM_BEAMS]")
+    parsed = runner_args(argv, "ort_onefile.py BUNDLE TEXTS.json OUT.json [THREADS] [MAX_NEW_TOKENS] [NUM_BEAMS] "
+                               "[SESSION_PRESET]")
     if parsed is None:
         return 2
     bundle, texts, out_path, threads, max_new_tokens, rest = parsed
-    write_result(out_path, run(bundle, texts, threads, max_new_tokens, int(rest[0]) if rest else 1))
+    write_result(out_path, run(bundle, texts, threads, max_new_tokens, int(rest[0]) if rest else 1,
+                               preset=rest[1] if len(rest) > 1 else "default"))
     return 0
 
 

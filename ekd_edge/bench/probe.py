@@ -131,12 +131,14 @@ APP_RUNNERS = {"onnxruntime-onefile": "ort_onefile.py", "ctranslate2": "ct2_app.
 
 
 def measure_app_footprint(path: str | Path, engine: str, texts: list[str], threads: int | None = None, *,
-                          max_new_tokens: int = 128, timeout: float | None = None) -> dict | None:
+                          max_new_tokens: int = 128, timeout: float | None = None,
+                          session_preset: str = "default") -> dict | None:
     """Memory and load time of a bundle in a process holding only its runtime (None for other engines).
 
     The one-file model runs with numpy + onnxruntime + the extensions' native library (what the
     Android app loads), a CTranslate2 bundle with ctranslate2 + sentencepiece. Returns the script's
     "memory" record (idle, loaded and peak resident set; model_mb = peak - idle) plus ``load_s``.
+    ``session_preset`` (one-file only) is ort_onefile.py's SESSION_PRESETS.
     """
     script = APP_RUNNERS.get(engine)
     if script is None:
@@ -148,6 +150,8 @@ def measure_app_footprint(path: str | Path, engine: str, texts: list[str], threa
         cmd = [sys.executable, str(Path(__file__).with_name(script)), str(Path(path).resolve()), str(texts_file),
                str(out_file),
                str(threads or 0), str(max_new_tokens)]
+        if session_preset != "default":
+            cmd += ["1", session_preset]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
         except subprocess.TimeoutExpired:

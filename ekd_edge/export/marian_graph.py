@@ -38,11 +38,20 @@ OPSET = 18
 MS_DOMAIN = "com.microsoft"
 _MASKED = -1e9  # added to the scores of padding positions: exp() of it is exactly 0
 _ACTIVATIONS = ("swish", "silu", "relu", "gelu")
-INT8_BLOCK = 32  # inputs per int8 scale, as export/onnx_export.py's block-wise quantisation
+INT8_BLOCKS = (128, 64, 32, 16)  # inputs per int8 scale: the largest that divides d_model (block_size_for)
 
 
-def int8_blocks(matrix):
-    """Symmetric int8 of each row in blocks of INT8_BLOCK: (uint8 [rows, blocks, INT8_BLOCK], scales [rows, blocks]).
+def block_size_for(d_model: int) -> int | None:
+    """Inputs per int8 scale for a model of width ``d_model``; None when no block size divides it.
+
+    Larger blocks mean fewer scales to apply per product: on the demo student 128 was 8 % faster
+    than 32 with no loss of agreement (benchmarks/results/engines).
+    """
+    return next((block for block in INT8_BLOCKS if d_model % block == 0), None)
+
+
+def int8_blocks(matrix, block: int):
+    """Symmetric int8 of each row in blocks of ``block``: (uint8 [rows, blocks, block], scales [rows, blocks]).
 
     MatMulNBits' 8-bit layout: value = (q - 128) * scale, and the scale maps the block's
     largest-magnitude value to -128, so it is represented exactly (onnxruntime's quantiser's rule).
@@ -50,7 +59,7 @@ def int8_blocks(matrix):
     import numpy as np
 
     rows, cols = matrix.shape
-    blocks = matrix.reshape(rows, cols // INT8_BLOCK, INT8_BLOCK).astype(np.float32)
+    blocks = matrix.reshape(rows, cols // block, block).astype(np.float32)
     extreme = np.take_along_axis(blocks, np.abs(blocks).argmax(-1)[..., None], -1)[..., 0]
     scales = np.where(extreme == 0, 1.0, -extreme / 128.0).astype(np.float32)
     q = np.clip(np.rint(blocks / scales[..., None]), -128, 127) + 128
@@ -84,7 +93,7 @@ def write_marian_graphs(checkpoint_dir: str | Path, out_dir: str | Path, *, int8
         # the state dict holds the sinusoidal table and the tied output projection as they are used
         weights = {name: tensor.float().numpy() for name, tensor in model.state_dict().items()}
     dims = _Dims(config)
-    dims.int8_level = int8_embeddings if dims.d_model % INT8_BLOCK == 0 else None
+    dims.int8_level = int8_embeddings if dims.block else None
     out_dir.mkdir(parents=True, exist_ok=True)
     graphs = {"encoder_model.onnx": _encoder(weights, dims), "decoder_model.onnx": _decoder(weights, dims, first=True),
               "decoder_with_past_model.onnx": _decoder(weights, dims, first=False)}
@@ -111,6 +120,7 @@ class _Dims:
         self.embed_scale = math.sqrt(self.d_model) if config.get("scale_embedding") else 1.0
         self.activation = config["activation_function"]
         self.int8_level: int | None = None
+        self.block = block_size_for(self.d_model)
         for heads in (self.heads, self.encoder_heads):
             if self.d_model % heads:
                 raise CheckpointError(f"d_model {self.d_model} is not a multiple of {heads} attention heads")
@@ -225,7 +235,7 @@ class _Graph:
         bias = self.op("Mul", [self.op("Sub", [self.scalar(1.0), as_float]), self.scalar(_MASKED)])
         return self.op("Unsqueeze", [bias, self.ints(1, 2)])
 
-    def int8_table(self, name: str) -> tuple[str, str]:
+    def int8_table(self, name: str, block: int) -> tuple[str, str]:
         """The int8 blocks and scales of weight ``name`` (a [rows, d] table), as constants."""
         import hashlib
 
@@ -233,18 +243,18 @@ class _Graph:
         # named by content: a tied table is one tensor in every graph that uses it
         key = hashlib.sha256(table.tobytes()).hexdigest()[:12]
         if f"table_{key}_q8" not in self.initializers:
-            q, scales = int8_blocks(table)
+            q, scales = int8_blocks(table, block)
             self.const(f"table_{key}_q8", q)
             self.const(f"table_{key}_scales", scales)
         return f"table_{key}_q8", f"table_{key}_scales"
 
-    def embed(self, ids: str, prefix: str, first: str, end: str, scale: float, int8: bool = False) -> str:
+    def embed(self, ids: str, prefix: str, first: str, end: str, scale: float, int8_block: int | None = None) -> str:
         """Scaled token embeddings plus the sinusoidal rows ``first``..``end`` (1-element int64 tensors)."""
         from onnx import TensorProto
 
         name = f"{prefix}.embed_tokens.weight"
-        if int8:  # dequantise the gathered rows: (q - 128) * scale, with sqrt(d) folded into the scales
-            q8, scales = self.int8_table(name)
+        if int8_block:  # dequantise the gathered rows: (q - 128) * scale, with sqrt(d) folded into the scales
+            q8, scales = self.int8_table(name, int8_block)
             embed_scales = self.const(f"{scales}_x{scale:g}", _array(self.initializers[scales]) * scale)
             rows = self.op("Sub", [self.op("Cast", [self.op("Gather", [q8, ids], axis=0)], to=TensorProto.FLOAT),
                                    self.scalar(128.0)])
@@ -286,7 +296,7 @@ def _encoder(weights: dict, dims: _Dims):
     heads, head_dim = dims.encoder_heads, dims.d_model // dims.encoder_heads
     scaling = head_dim ** -0.5
     length = g.op("Shape", ["input_ids"], start=1, end=2)
-    x = g.embed("input_ids", "model.encoder", g.ints(0), length, dims.embed_scale, int8=dims.int8_level is not None)
+    x = g.embed("input_ids", "model.encoder", g.ints(0), length, dims.embed_scale, int8_block=dims.block if dims.int8_level is not None else None)
     bias = g.padding_bias("attention_mask")
     for layer in range(dims.encoder_layers):
         p = f"model.encoder.layers.{layer}"
@@ -322,7 +332,7 @@ def _decoder(weights: dict, dims: _Dims, *, first: bool):
         position = g.op("Shape", ["past_key_values.0.decoder.key"], start=2, end=3)
         following = g.op("Add", [position, g.ints(1)])
     x = g.embed("input_ids", "model.decoder", position, following, dims.embed_scale,
-                int8=dims.int8_level is not None)
+                int8_block=dims.block if dims.int8_level is not None else None)
     bias = g.padding_bias("encoder_attention_mask")
     for layer in range(dims.decoder_layers):
         p = f"model.decoder.layers.{layer}"
@@ -351,9 +361,9 @@ def _decoder(weights: dict, dims: _Dims, *, first: bool):
                          f"{p}.encoder_attn_layer_norm")
         x = g.layer_norm(g.op("Add", [x, g.feed_forward(x, p, dims.activation)]), f"{p}.final_layer_norm")
     if dims.int8_level is not None:
-        q8, scales = g.int8_table("lm_head.weight")
+        q8, scales = g.int8_table("lm_head.weight", dims.block)
         logits = g.op("MatMulNBits", [x, q8, scales], domain=MS_DOMAIN, K=d, N=dims.vocab, bits=8,
-                      block_size=INT8_BLOCK, accuracy_level=dims.int8_level)
+                      block_size=dims.block, accuracy_level=dims.int8_level)
         g.float_values.append(logits)
     else:
         logits = g.op("MatMul", [x, g.const("lm_head.weight_t", weights["lm_head.weight"].T)])

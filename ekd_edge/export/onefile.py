@@ -35,7 +35,7 @@ from pathlib import Path
 from ekd_edge.defaults import MAX_BLEU_DROP, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError, CheckpointError
 from ekd_edge.export.manifest import build_manifest
-from ekd_edge.export.marian_graph import write_marian_graphs
+from ekd_edge.export.marian_graph import block_size_for, write_marian_graphs
 from ekd_edge.hashing import file_sha256
 from ekd_edge.runtime.onefile_engine import (
     LAYOUT,
@@ -61,8 +61,8 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
                    parity_threshold: float = PARITY_THRESHOLD, max_new_tokens: int = 128, num_beams: int = 1,
                    quality_data: tuple[list[str], list[str]] | None = None, max_bleu_drop: float = MAX_BLEU_DROP,
                    quality_reference: str | Path | None = None,
-                   portable: bool = False, graphs: str = "lean", int8_kernel: str = "dynamic", force: bool = False,
-                   progress=None) -> dict:
+                   portable: bool = False, graphs: str = "lean", int8_kernel: str = "dynamic",
+                   tie_int8_embeddings: bool = True, force: bool = False, progress=None) -> dict:
     """Export a Marian checkpoint to ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest.
 
     ``max_new_tokens`` and ``num_beams`` are the defaults recorded for apps (the graph takes both
@@ -75,9 +75,11 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
     encoder and decoder graphs come from: "lean" writes them from the weights
     (export/marian_graph.py: a fraction of the nodes, so a faster step), "optimum" traces the
     PyTorch model with optimum. ``int8_kernel`` is how an int8 model multiplies (INT8_KERNELS in
-    export/onnx_export.py); portable numerics are defined for the dynamic kernel only.
+    export/onnx_export.py); portable numerics are defined for the dynamic kernel only. With a
+    block-wise kernel and lean graphs, ``tie_int8_embeddings`` stores the embedding table once, as
+    int8 blocks that both the lookups and the output projection read (export/marian_graph.py).
     """
-    from ekd_edge.export.onnx_export import (BLOCK_SIZE, INT8_KERNELS, QUANT_ARCHS, QUANT_MODES, make_graphs_portable,
+    from ekd_edge.export.onnx_export import (INT8_KERNELS, QUANT_ARCHS, QUANT_MODES, make_graphs_portable,
                                              quantize_blockwise_int8, quantize_int8)
     from ekd_edge.export.staging import Gates, staged_export
     from ekd_edge.models.checkpoint import check_checkpoint
@@ -104,13 +106,14 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
     config = json.loads((checkpoint_dir / "config.json").read_text())
     generation = _generation_settings(checkpoint_dir, config)
     variant = f"{LAYOUT}-int8" if quantize else f"{LAYOUT}-fp32"
+    block = block_size_for(int(config["d_model"])) or 32  # MatMulNBits pads inputs to whole blocks
 
     def convert(stage: Path, work: Path) -> dict:
         graph_dir = work / "graphs"
         if graphs == "lean":
             report("writing encoder and decoder graphs from the weights")
             # block-wise kernels: the tied embedding table is stored once, as int8 blocks
-            level = {"blockwise": 4, "weight-only": 0}.get(int8_kernel) if quantize else None
+            level = {"blockwise": 4, "weight-only": 0}.get(int8_kernel) if quantize and tie_int8_embeddings else None
             write_marian_graphs(checkpoint_dir, graph_dir, int8_embeddings=level)
         else:
             report("exporting encoder and decoders to ONNX with optimum")
@@ -119,8 +122,8 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
             report(f"quantising to int8 ({quant_arch})")
             quantize_int8(graph_dir, quant_arch, scratch=work / "quantized")
         elif quantize:
-            report(f"quantising to int8 ({int8_kernel}, blocks of {BLOCK_SIZE})")
-            quantize_blockwise_int8(graph_dir, int8_kernel)
+            report(f"quantising to int8 ({int8_kernel}, blocks of {block})")
+            quantize_blockwise_int8(graph_dir, int8_kernel, block)
         portable_info = None
         if portable:
             report("rewriting Softmax/LayerNormalization for portable numerics")
@@ -133,6 +136,8 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
         _save_model(model, stage / MODEL_FILE)
         settings = {"layout": LAYOUT, "graphs": graphs, "quantize": quantize,
                     "int8_kernel": int8_kernel if quantize else None,
+                    "int8_embeddings": graphs == "lean" and bool(quantize) and int8_kernel != "dynamic"
+                    and tie_int8_embeddings,
                     "arch": quant_arch if quantize and int8_kernel == "dynamic" else None,
                     "max_new_tokens": max_new_tokens, "num_beams": num_beams, **generation,
                     "numerics": "portable" if portable else "fast",

@@ -30,11 +30,10 @@ QUANT_ARCHS = ("avx2", "avx512_vnni", "arm64")
 QUANT_MODES = (None, "int8")
 # How int8 weights are multiplied (one-file model): "dynamic" quantises each activation to int8
 # per tensor and runs an int8 GEMM (DynamicQuantizeMatMul); "blockwise" keeps int8 weights with a
-# scale per block of BLOCK_SIZE inputs and quantises activations per block too (MatMulNBits,
-# accuracy level 4); "weight-only" stores the same int8 blocks but multiplies in float32
-# (MatMulNBits, accuracy level 0). benchmarks/engines.py measures each.
+# scale per block of inputs and quantises activations per block too (MatMulNBits, accuracy
+# level 4); "weight-only" stores the same int8 blocks but multiplies in float32 (MatMulNBits,
+# accuracy level 0). benchmarks/engines.py measures each.
 INT8_KERNELS = ("dynamic", "blockwise", "weight-only")
-BLOCK_SIZE = 32
 
 # Files of optimum's export that a bundle keeps: graphs, model/generation config, and the
 # quantisation record when there is one. The tokenizer files come from the checkpoint instead.
@@ -181,7 +180,7 @@ def quantize_int8(bundle_dir: str | Path, arch: str, scratch: str | Path, per_ch
         os.replace(scratch / "ort_config.json", bundle_dir / "ort_config.json")
 
 
-def quantize_blockwise_int8(graph_dir: str | Path, kernel: str, block_size: int = BLOCK_SIZE) -> None:
+def quantize_blockwise_int8(graph_dir: str | Path, kernel: str, block_size: int) -> None:
     """int8 MatMulNBits weights (symmetric, a scale per ``block_size`` inputs) for every MatMul
     with a constant weight in each graph of ``graph_dir``, in place; ``kernel`` as INT8_KERNELS."""
     import onnx
