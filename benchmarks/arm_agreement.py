@@ -5,10 +5,10 @@
     python benchmarks/arm_agreement.py --bundle DIR …        # other bundles (the first is the headline)
     python benchmarks/arm_agreement.py --avx2-sentences 200  # also an AVX2-only x86 core (qemu Haswell)
 
-By default these bundles of the demo's final student are compared, in this order: int8
-exported with the arm64 profile (portable numerics: the bundle to ship to ARM; exported here if
-missing), the demo's x86 int8 bundle (fast numerics), the fp32 bundle as a control, and, where
-they exist, the Android app's one-file model (int8, portable) and the fast one-file int8 model.
+By default these bundles are compared, in this order: the Android app's one-file model (int8,
+portable numerics: the headline), then the demo's final student (the last stage of runs/demo)
+exported with the arm64 profile (optimum layout, portable numerics) and with the onefile-x86
+profile (block-wise int8, fast numerics: expected to differ), both exported here if missing.
 The optimum-layout bundles run one greedy loop with plain onnxruntime sessions
 (ekd_edge/bench/ort_greedy.py) on token ids tokenised once on the host; one-file models run
 ekd_edge/bench/ort_onefile.py on the texts. Each session uses the optimisation level its
@@ -43,21 +43,24 @@ from ekd_edge.bench.speed import latency_summary  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data.corpus import load_corpus  # noqa: E402
 from ekd_edge.data.tokenizer import load_tokenizer  # noqa: E402
+from ekd_edge.defaults import DEMO_RUN_DIR  # noqa: E402
 
 
 def default_bundles(run_dir: Path) -> list[Path]:
-    exports = run_dir / "exports"
-    portable = exports / "stage-2-int8-arm64"
-    if not (portable / "manifest.json").is_file():
-        from ekd_edge.export.profiles import load_profile, run_export
+    """The Android app's model, then the demo's final student exported with the arm64 profile
+    (optimum layout, portable numerics) and with onefile-x86 (fast numerics), exported if missing."""
+    from ekd_edge.export.profiles import load_profile, run_export
+    from ekd_edge.pipeline import final_student
 
-        with console.status(f"exporting {portable.name} with the arm64 profile"):
-            run_export(run_dir / "students" / "stage-2", portable, load_profile("arm64"))
-    bundles = [portable, exports / "stage-2-int8", exports / "stage-2-fp32"]
-    # the one-file models: the Android app's (portable) and the fast int8 one, where they exist
-    app = REPO / "android_demo/app/src/main/assets/model"
-    onefile = exports / "stage-2-onefile-int8"
-    return bundles + [b for b in (app, onefile) if (b / "manifest.json").is_file()]
+    student = final_student(run_dir)
+    bundles = [REPO / "android_demo/app/src/main/assets/model"]
+    for profile in ("arm64", "onefile-x86"):
+        out = run_dir / "exports" / f"{student.name}-{profile}"
+        if not (out / "manifest.json").is_file():
+            with console.status(f"exporting {out.name} with the {profile} profile"):
+                run_export(student, out, load_profile(profile))
+        bundles.append(out)
+    return bundles
 
 
 def measure(root: ArmRoot, bundle: Path, texts: list[str], avx2_sentences: int = 0) -> dict:
@@ -108,7 +111,7 @@ def measure(root: ArmRoot, bundle: Path, texts: list[str], avx2_sentences: int =
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", type=Path, action="append", help="bundle to compare (repeatable)")
-    parser.add_argument("--run-dir", type=Path, default=REPO / "runs/demo-bench")
+    parser.add_argument("--run-dir", type=Path, default=REPO / DEMO_RUN_DIR)
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--build-root", action="store_true")
     parser.add_argument("--corpus", default="lo-help-en-de")
@@ -150,7 +153,8 @@ def main() -> int:
     atomic_write(args.out / "result.json", (json.dumps(result, indent=2) + "\n").encode())
     md = [
         "# aarch64 vs x86: token agreement of the demo student's bundles", "",
-        f"Command: `{result['command']}`  ", f"Data: {result['data']}  ", f"Decoding: {result['decoding']}", "",
+        f"Command: `{result['command']}`  ", f"Commit: `{result['provenance']['commit']}` (dirty: "
+        f"{result['provenance']['dirty']})  ", f"Data: {result['data']}  ", f"Decoding: {result['decoding']}", "",
         "| bundle | variant | numerics (ORT optimisation level) | size MB | identical token ids | x86 p50 / p90 ms "
         f"| aarch64 p50 / p90 ms, {EMULATED_LABEL} |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
@@ -179,7 +183,7 @@ def main() -> int:
         f"Load average after: {result['provenance']['load_average_after']}", "",
     ]
     atomic_write(args.out / "result.md", "\n".join(md).encode())
-    console.print("\n".join(md[6:6 + 2 + len(runs)]))
+    console.print("\n".join(md[7:7 + 2 + len(runs)]))
     headline = [runs[0]["agreement"]["rate"]] + ([runs[0]["x86_avx2"]["agreement"]["rate"]] if args.avx2_sentences else [])
     return 0 if min(headline) >= 0.99 else 1
 

@@ -2,6 +2,7 @@
 
     python benchmarks/engines.py                       # all three students, 200 test sentences
     python benchmarks/engines.py --students demo --sentences 50   # a quicker look
+    python benchmarks/engines.py --students demo --extra deep=runs/shape-6e2d/ekd-seed1/students/stage-3
 
 Students (--students):
   demo  the demo's final student (runs/demo/students/stage-3: 1.24M, trained; `make demo` makes it)
@@ -201,8 +202,17 @@ def main() -> int:
     parser.add_argument("--sentences", type=int, default=200, help="timed test sentences per engine")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--forced-length", type=int, default=32, help="tokens the random 16m student decodes")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=CHECKPOINT",
+                        help="another trained student to measure the same way (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/engines")
     args = parser.parse_args()
+    extra = {}
+    for item in args.extra:
+        name, _, path = item.partition("=")
+        if not name or not (Path(path) / "config.json").is_file():
+            console.print(f"--extra {item}: expected NAME=CHECKPOINT_DIR with a config.json")
+            return 2
+        extra[name] = Path(path).resolve()
     if "demo" in args.students and not (args.demo_student / "config.json").is_file():
         console.print(f"{args.demo_student}: no demo student; run `make demo` first or leave out --students demo")
         return 2
@@ -221,6 +231,9 @@ def main() -> int:
                 args.forced_length
         students[name] = measure_student(name, student, args.work / name, texts, valid, trained=trained,
                                          max_new_tokens=limit, warmup=args.warmup)
+    for name, student in extra.items():
+        students[name] = measure_student(name, student, args.work / name, texts, valid, trained=True,
+                                         max_new_tokens=128, warmup=args.warmup)
     import ctranslate2
     import onnxruntime_extensions
 

@@ -1,9 +1,10 @@
 """Export depth on the demo's final student: int8 presets, CTranslate2, structured pruning, .ort.
 
-    python benchmarks/export_depth.py                          # runs/demo-bench/students/stage-2
+    python benchmarks/export_depth.py                          # the last stage of runs/demo
     python benchmarks/export_depth.py --checkpoint DIR --recovery-steps 600
 
-Every variant is exported through the library (with its gates), then measured the same way:
+Every variant (ONNX bundles, the one-file builds, CTranslate2, pruning) is exported through the
+library (with its gates), then measured the same way:
 model-file size (the ONNX graphs, CTranslate2's model.bin or the safetensors weights), parameters,
 BLEU/chrF on the whole test split (greedy), batch-1 greedy latency (p50/p90, one thread) on the
 first test sentences. Writes benchmarks/results/export-depth/result.json and result.md.
@@ -76,7 +77,7 @@ def measure(name: str, path: Path, test, latency_n: int, extra: dict | None = No
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=REPO / "runs/demo-bench/students/stage-2")
+    parser.add_argument("--checkpoint", type=Path, help="default: the final student of runs/demo")
     parser.add_argument("--work", type=Path, default=REPO / "runs/export-depth")
     parser.add_argument("--latency-sentences", type=int, default=100)
     parser.add_argument("--gate-sentences", type=int, default=200)
@@ -99,7 +100,16 @@ def main() -> int:
     test, valid = corpus.split("test"), corpus.split("valid")
     gate = valid.head(args.gate_sentences)
     parity = gate.src
-    ckpt, work = args.checkpoint, args.work
+    from ekd_edge.defaults import DEMO_RUN_DIR
+    from ekd_edge.errors import RunError
+    from ekd_edge.pipeline import final_student
+
+    try:
+        ckpt = args.checkpoint or final_student(REPO / DEMO_RUN_DIR)
+    except RunError as exc:
+        console.print(str(exc))
+        return 2
+    work = args.work
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -123,6 +133,17 @@ def main() -> int:
                      quant_arch="arm64", portable=True))
     rows.append(onnx("onnx int8 vnni, lm_head kept fp32", "onnx-int8-vnni-fp32-head", quantize="int8",
                      quant_arch="avx512_vnni", keep_fp32=("lm_head",)))
+    from ekd_edge.export.onefile import export_onefile
+
+    for name, out, settings in (("one-file int8 block-wise (onefile-x86)", "onefile-int8-blockwise",
+                                 dict(quantize="int8", int8_kernel="blockwise")),
+                                ("one-file int8 arm64, portable numerics (android-app)", "onefile-int8-arm64-portable",
+                                 dict(quantize="int8", quant_arch="arm64", portable=True))):
+        manifest = export_onefile(ckpt, work / out, parity_texts=parity, quality_data=(gate.src, gate.tgt), force=True,
+                                  **settings)
+        rows.append(measure(name, work / out, test, args.latency_sentences,
+                            {"quality_gate": manifest.get("quality_gate"), "parity_rate": manifest["parity"].get("rate"),
+                             "settings": manifest["settings"]}))
     for quantization in ("int8", "float32"):
         manifest = export_ct2_bundle(ckpt, work / f"ct2-{quantization}", quantization=quantization,
                                      quality_data=(gate.src, gate.tgt), force=True)
@@ -150,7 +171,7 @@ def main() -> int:
 
     result = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "checkpoint": str(ckpt),
+        "checkpoint": str(ckpt.relative_to(REPO) if ckpt.is_relative_to(REPO) else ckpt),
         "data": {"test": f"lo-help-en-de:test ({len(test.src)} sentences, greedy, max_new_tokens 128)",
                  "latency": f"first {args.latency_sentences} test sentences, batch 1, 1 thread, 5 warm-up",
                  "gates": f"first {args.gate_sentences} validation sentences (parity + BLEU gate, forced so every "
@@ -186,6 +207,7 @@ def render(result: dict) -> str:
         "",
         f"Command: `{result['command']}`  ",
         f"Checkpoint: `{result['checkpoint']}`  ",
+        f"Commit: `{prov.get('commit')}` (dirty: {prov.get('dirty')})  ",
         f"Test: {result['data']['test']}  ",
         f"Latency: {result['data']['latency']}  ",
         f"Gates: {result['data']['gates']}  ",

@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/ladder_medium.py [--steps-per-stage 1000] [--seeds 1 2 3] [--workers 2]
     .venv/bin/python benchmarks/ladder_medium.py --smoke --out /tmp/lm   # a minute: the script end to end
+    .venv/bin/python benchmarks/ladder_medium.py --student-size tiny-6e2d --methods ekd --seeds 1 \
+        --work-dir runs/shape-6e2d --out benchmarks/results/shape-6e2d   # the deep-encoder shape
 
-Every student is the demo's "tiny" Marian (1.24M parameters; teacher-l has 10.0M, 8.1x) and gets
-the same total steps, 3 x steps_per_stage, at the demo recipe's settings:
+Every student is the demo's "tiny" Marian (1.24M parameters; teacher-l has 10.0M, 8.1x), or the
+--student-size preset (e.g. tiny-6e2d: 6 encoder and 2 decoder layers), and gets the same total
+steps, 3 x steps_per_stage, at the demo recipe's settings:
 
     ce-only     label-smoothed cross-entropy, no teacher
     direct-kd   word-level KD from teacher-l alone: the baseline every p-value is taken against
@@ -50,7 +53,7 @@ WORD_KD = 'method = "word_kd"\nteacher_cache_k = 8\n'
 SEQ_KD = 'method = "seq_kd"\nseqkd_beams = 1\nseqkd_mix = "both"\nteacher_cache_k = 8\n'
 
 
-def recipe_text(method: str, seed: int, steps_per_stage: int, smoke: bool) -> str:
+def recipe_text(method: str, seed: int, steps_per_stage: int, smoke: bool, size: str = "tiny") -> str:
     """The demo recipe's settings, this seed, and the stage methods of ``method``."""
     teachers = "".join(f'[[teacher]]\nname = "{t}"\ncheckpoint = "package:teachers/lo-help-en-de/{t}"\n\n'
                        for t in TEACHERS)
@@ -64,7 +67,7 @@ def recipe_text(method: str, seed: int, steps_per_stage: int, smoke: bool) -> st
             f'[training]\nbatch_tokens = {1024 if smoke else 2048}\nlr = 2e-3\nwarmup_steps = {2 if smoke else 150}\n'
             f'label_smoothing = 0.1\ndropout = 0.1\neval_max_new_tokens = {16 if smoke else 128}\nthreads = 1\n'
             'checkpoint_every = 100\n\n'
-            f'{teachers}[student]\nname = "student"\nsize = "tiny"\nsteps_per_stage = {steps_per_stage}\n{baselines}\n'
+            f'{teachers}[student]\nname = "student"\nsize = "{size}"\nsteps_per_stage = {steps_per_stage}\n{baselines}\n'
             '[distill]\nloss = "forward_kl"\nalpha = 0.5\ntemperature = 1.0\n\n' + stages)
 
 
@@ -72,7 +75,7 @@ def final_model(run_dir: Path, method: str) -> Path:
     return run_dir / ("baselines/" + method if method in ("ce-only", "direct-kd") else "students/stage-3")
 
 
-def run_all(work: Path, jobs: list[tuple[str, int]], steps: int, smoke: bool, workers: int) -> dict:
+def run_all(work: Path, jobs: list[tuple[str, int]], steps: int, smoke: bool, workers: int, size: str = "tiny") -> dict:
     """Every (method, seed) distill run, ``workers`` at a time, each pinned to its own core."""
     cores = sorted(os.sched_getaffinity(0))
     pending, running, walls = list(jobs), {}, {}
@@ -83,7 +86,7 @@ def run_all(work: Path, jobs: list[tuple[str, int]], steps: int, smoke: bool, wo
             run_dir = work / f"{method}-seed{seed}"
             recipe = work / "recipes" / f"{method}-seed{seed}.toml"
             recipe.parent.mkdir(parents=True, exist_ok=True)
-            recipe.write_text(recipe_text(method, seed, steps, smoke))
+            recipe.write_text(recipe_text(method, seed, steps, smoke, size))
             if (final_model(run_dir, method) / "metrics.json").is_file():
                 print(f"[ladder-medium] {method} seed {seed}: done earlier", flush=True)
                 continue
@@ -179,8 +182,9 @@ def _direct(rows: list[dict], seed: int) -> float:
 def markdown(result: dict) -> str:
     s = result["settings"]
     lines = ["# ladder-medium: EKD against direct KD with the shipped lo-help-en-de teachers", "",
-             f"Student: tiny Marian, {result['rows'][0]['params']:,} parameters; teachers s/m/l from "
-             "ekd_edge/teachers/lo-help-en-de (teacher-l 8.1x the student). Every student: "
+             f"Student: {s.get('student_size', 'tiny')} Marian, {result['rows'][0]['params']:,} parameters; teachers s/m/l from "
+             f"ekd_edge/teachers/lo-help-en-de (teacher-l, 10.0M, is {10014720 / result['rows'][0]['params']:.1f}x the "
+             "student). Every student: "
              f"{3 * s['steps_per_stage']} steps of {s['batch_tokens']} tokens. Test: lo-help-en-de, "
              f"{result['evaluation']['test_sentences']} sentences, greedy; p: paired bootstrap (1000 resamples) "
              "against direct-kd of the same seed.", "",
@@ -211,21 +215,27 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "ladder-medium")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--test-sentences", type=int, default=0, help="0 = the whole test split")
+    parser.add_argument("--student-size", default="tiny",
+                        help="student size preset, e.g. tiny-6e2d (deep encoder, shallow decoder)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="methods to run (direct-kd is always run: p-values are taken against it)")
     parser.add_argument("--smoke", action="store_true", help="300 pairs, 2 steps a stage, 1 seed: a check, not a result")
     args = parser.parse_args()
     if args.smoke:
         args.steps_per_stage, args.seeds, args.test_sentences = 2, args.seeds[:1], args.test_sentences or 20
     if args.out.resolve() == RESULTS.resolve() and args.smoke:
         raise SystemExit("--smoke writes no committed result: give --out")
+    methods = [m for m in METHODS if m in args.methods or m == "direct-kd"]
     settings = {"steps_per_stage": args.steps_per_stage, "seeds": args.seeds, "workers": args.workers,
+                "student_size": args.student_size, "methods": methods,
                 "batch_tokens": 1024 if args.smoke else 2048, "smoke": args.smoke, "decoding": "greedy",
                 "recipe": "recipe_text() in this script (the demo recipe's settings)"}
     provenance = Provenance.begin(threads=1, settings=settings)
-    jobs = [(m, s) for s in args.seeds for m in METHODS]
+    jobs = [(m, s) for s in args.seeds for m in methods]
     # the first two runs build what the others reuse: every teacher cache (ekd) and nothing (ce-only)
     jobs.sort(key=lambda job: (job[1] != args.seeds[0], job[0] not in ("ekd", "ce-only")))
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    walls = run_all(args.work_dir, jobs, args.steps_per_stage, args.smoke, args.workers)
+    walls = run_all(args.work_dir, jobs, args.steps_per_stage, args.smoke, args.workers, args.student_size)
     evaluation = evaluate(args.work_dir, jobs, args.test_sentences)
     result = {"settings": settings, "summary": summarise(evaluation["rows"]), "evaluation": evaluation,
               "process_wall_s": walls,

@@ -8,3 +8,5 @@ PARITY_SENTENCES = 200                 # gate sentences: greedy ids compared wit
 PARITY_THRESHOLD = 0.99                # share of identical sentences an exact (fp32) export needs
 QUALITY_SENTENCES = 200                # gate sentences: BLEU compared with the checkpoint's
 MAX_BLEU_DROP = 0.3                    # the largest BLEU drop the quality gate accepts
+
+DEMO_RUN_DIR = "runs/demo"             # where `ekd-edge demo` (and `make demo`) writes, and benchmarks read

@@ -39,3 +39,7 @@ class ArmError(EkdError):
 
 class AdbError(EkdError):
     """adb is missing, no device is attached, or the run on the device failed."""
+
+
+class RunError(EkdError):
+    """A run directory lacks what a command needs from it (e.g. no finished stage)."""

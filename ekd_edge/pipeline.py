@@ -6,16 +6,19 @@ skips work that is already on disk (finished models, verified bundles), so a re-
 1. distill the recipe: the EKD stages and, beside them in a second process, the recipe's baselines;
 2. compare every model on the test split with paired-bootstrap p-values against the final stage,
    so the run itself says whether the ladder beat direct distillation;
-3. export the final student as the Android app ships it (one-file int8) and as CTranslate2 int8;
+3. export the final student as the Android app ships it (one-file int8), as the one-file int8
+   model for x86, and as CTranslate2 int8;
 4. benchmark the top teacher, the final student and its exports (BLEU, latency, memory, size).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from ekd_edge.console import console
+from ekd_edge.errors import RunError
 from ekd_edge.files import write_json_atomic
 
 def benchmark_models(models, data, data_name: str, out_dir: str | Path, *, threads=None, latency_sentences=100,
@@ -49,9 +52,23 @@ def benchmark_models(models, data, data_name: str, out_dir: str | Path, *, threa
 # count oversubscribes a 2-core machine), and an app translates on one thread.
 BENCH_THREADS = 1
 
-# What the demo ships of its final student: the Android app's one-file int8 model and, when the
+# What the demo ships of its final student: the Android app's one-file int8 model (portable
+# numerics), the one-file int8 model for x86 (block-wise int8, fast numerics) and, when the
 # ctranslate2 package is installed, a CTranslate2 int8 bundle (the fast-CPU reference).
-SHIPPED_EXPORTS = (("onefile-int8", "android-app"), ("ct2-int8", "ct2-int8"))
+SHIPPED_EXPORTS = (("onefile-int8", "android-app"), ("onefile-int8-x86", "onefile-x86"), ("ct2-int8", "ct2-int8"))
+
+
+def final_student(run_dir: str | Path) -> Path:
+    """The last EKD stage's student of a finished run (from its run.json), as a path under ``run_dir``."""
+    run_dir = Path(run_dir)
+    try:
+        stages = json.loads((run_dir / "run.json").read_text())["stages"]
+    except (OSError, ValueError, KeyError):
+        raise RunError(f"{run_dir}/run.json: no finished run here (run `make demo` first)") from None
+    done = sorted((record.get("stage", 0), name) for name, record in stages.items() if record.get("role") == "student")
+    if not done:
+        raise RunError(f"{run_dir}/run.json: no student stage has finished")
+    return run_dir / "students" / done[-1][1]
 
 
 def export_final_student(run_dir: Path, student: Path, corpus_name: str) -> list[tuple[str, Path]]:

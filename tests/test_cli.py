@@ -94,7 +94,8 @@ def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
     result = run_demo(str(recipe), run_dir, latency_sentences=3, test_sentences=20, jobs=2)
     rows = result["rows"]
     assert [(r["name"], r["role"], r["variant"]) for r in rows] == [
-        ("stage-2", "student", "pytorch"), ("stage-2", "student", "onefile-int8"), ("stage-2", "student", "ct2-int8")]
+        ("stage-2", "student", "pytorch"), ("stage-2", "student", "onefile-int8"),
+        ("stage-2", "student", "onefile-int8-x86"), ("stage-2", "student", "ct2-int8")]
     for r in rows:
         assert r["n_sentences"] == 20 and r["peak_rss_mb"] > 0 and r["size_mb"] > 0
     # the ladder's own verdict: every model scored on the same sentences, p-values against the final stage
@@ -116,6 +117,8 @@ def test_demo_pipeline_end_to_end_offline(tmp_path, no_network):
     assert again == [e["hyps"]["direct-kd"] for e in examples]
     onefile = json.loads((run_dir / "exports" / "stage-2-onefile-int8" / "manifest.json").read_text())
     assert onefile["profile"]["name"] == "android-app" and onefile["languages"] == {"src": "en", "tgt": "de"}
+    x86 = json.loads((run_dir / "exports" / "stage-2-onefile-int8-x86" / "manifest.json").read_text())
+    assert x86["settings"]["int8_kernel"] == "blockwise" and x86["settings"]["numerics"] == "fast"
     assert rows[1]["params"] == rows[0]["params"]   # the one-file manifest records its source's size
     assert report["signature"]["threads"] == 1   # every engine timed on one thread
     phases = json.loads((run_dir / "demo.json").read_text())["phases"]
