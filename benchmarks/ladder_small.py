@@ -27,6 +27,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's package, whatever is installed
 RECIPE = ROOT / "benchmarks" / "ladder-small.toml"
 RESULTS = ROOT / "benchmarks" / "results" / "ladder-small"
 

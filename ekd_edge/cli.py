@@ -291,6 +291,7 @@ def cmd_distill(args) -> int:
 
     recipe = load_recipe(args.recipe)
     run_dir = args.run_dir or Path("runs") / recipe.name
+    distributed.prefer_device(recipe.training.device)   # before torchrun's process group is set up
     if not distributed.context().is_main:
         console.quiet = True  # one rank reports
     try:

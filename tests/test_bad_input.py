@@ -382,6 +382,12 @@ BAD_INPUTS = {
         ["export", ckpt, "--out", tmp_path / "b", "--parity-threshold", "1.5"], ["--parity-threshold", "[0, 1]"]),
     "export-missing-checkpoint": lambda tmp_path, ckpt, bundle: (
         ["export", tmp_path / "nowhere", "--out", tmp_path / "b", "--parity-sentences", "0"], ["nowhere"]),
+    "export-blockwise-kernel-with-portable-numerics": lambda tmp_path, ckpt, bundle: (
+        ["export", ckpt, "--out", tmp_path / "b", "--profile", "android-app", "--int8-kernel", "blockwise"],
+        ["portable numerics need", "dynamic"]),
+    "export-blockwise-kernel-for-optimum-layout": lambda tmp_path, ckpt, bundle: (
+        ["export", ckpt, "--out", tmp_path / "b", "--quantize", "int8", "--int8-kernel", "blockwise"],
+        ["quantize.kernel", "onefile only"]),
 }
 
 

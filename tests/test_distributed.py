@@ -209,3 +209,29 @@ def test_a_single_process_picks_its_device_and_says_why_it_cannot(monkeypatch):
         monkeypatch.setenv(DEVICE_ENV, "cuda")
         with pytest.raises(EkdError, match="torch sees no CUDA device"):
             single_device()
+
+
+def test_the_recipes_training_device_is_obeyed_and_the_environment_overrides_it(monkeypatch, tmp_path):
+    from ekd_edge.distill.distributed import DEVICE_ENV, prefer_device, single_device
+    from ekd_edge.errors import EkdError, RecipeError
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    monkeypatch.setattr(distributed, "_context", None)
+    try:
+        prefer_device("cpu")
+        assert single_device() == torch.device("cpu")
+        assert distributed.context().device == torch.device("cpu")
+        if not torch.cuda.is_available():
+            prefer_device("cuda")   # the context built for "cpu" is dropped, and the new choice checked
+            with pytest.raises(EkdError, match="training device cuda was asked for"):
+                distributed.context()
+            monkeypatch.setenv(DEVICE_ENV, "cpu")   # the environment wins over the recipe
+            assert single_device() == torch.device("cpu")
+        with pytest.raises(EkdError, match="expected one of auto, cpu, cuda"):
+            prefer_device("gpu")
+    finally:
+        prefer_device("auto")
+        monkeypatch.setattr(distributed, "_context", None)
+    bad = RECIPE.replace("[training]\n", '[training]\ndevice = "gpu"\n', 1)
+    with pytest.raises(RecipeError, match="device must be auto, cpu or cuda"):
+        parse_recipe(tomllib.loads(bad), "bad.toml")

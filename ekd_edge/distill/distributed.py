@@ -10,7 +10,8 @@ evaluates, writes checkpoints and logs; the others wait at a barrier.
 
 Backends: NCCL when CUDA is available (one GPU per local rank), gloo on CPU. Without torchrun
 (WORLD_SIZE unset or 1) every function here is a cheap no-op, and the one process trains on the
-GPU when CUDA is available (EKD_EDGE_DEVICE=cpu|cuda overrides).
+GPU when CUDA is available; the recipe's [training] device (auto, cpu, cuda) decides, and
+EKD_EDGE_DEVICE=cpu|cuda overrides it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ekd_edge.errors import EkdError
 
 _context: "DistContext | None" = None
 
@@ -40,21 +43,41 @@ class DistContext:
         return self.world_size > 1
 
 
-DEVICE_ENV = "EKD_EDGE_DEVICE"   # "cpu" or "cuda": overrides the choice of a single process
+DEVICE_ENV = "EKD_EDGE_DEVICE"   # "cpu" or "cuda": overrides the recipe's [training] device
+DEVICES = ("auto", "cpu", "cuda")
+_preference = "auto"             # the recipe's [training] device (prefer_device)
+
+
+def prefer_device(name: str) -> None:
+    """Train on ``name`` ("auto": CUDA when torch sees it, else the CPU; "cpu"; "cuda").
+
+    Called with the recipe's [training] device before training starts; EKD_EDGE_DEVICE still wins.
+    A single process's context is rebuilt with the new choice; under torchrun it must come first.
+    """
+    global _preference, _context
+    if name not in DEVICES:
+        raise EkdError(f"[training] device {name!r}: expected one of {', '.join(DEVICES)}")
+    _preference = name
+    if _context is not None and _context.world_size == 1:
+        _context = None
+
+
+def wanted_device() -> str:
+    """"cpu", "cuda" or "auto": the environment's choice, else the recipe's."""
+    wanted = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if wanted not in ("", "cpu", "cuda"):
+        raise EkdError(f"{DEVICE_ENV}={wanted!r}: expected cpu or cuda")
+    wanted = wanted or _preference
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise EkdError("training device cuda was asked for (recipe [training] device or "
+                       f"{DEVICE_ENV}), but torch sees no CUDA device")
+    return wanted
 
 
 def single_device() -> torch.device:
-    """A single process trains on the GPU when CUDA is available, else on the CPU (EKD_EDGE_DEVICE overrides)."""
-    wanted = os.environ.get(DEVICE_ENV, "").strip().lower()
-    if wanted not in ("", "cpu", "cuda"):
-        from ekd_edge.errors import EkdError
-
-        raise EkdError(f"{DEVICE_ENV}={wanted!r}: expected cpu or cuda")
-    if wanted == "cuda" and not torch.cuda.is_available():
-        from ekd_edge.errors import EkdError
-
-        raise EkdError(f"{DEVICE_ENV}=cuda, but torch sees no CUDA device")
-    use_cuda = wanted == "cuda" or (not wanted and torch.cuda.is_available())
+    """A single process trains on the GPU when CUDA is available, else on the CPU (wanted_device decides)."""
+    wanted = wanted_device()
+    use_cuda = wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available())
     return torch.device("cuda", 0) if use_cuda else torch.device("cpu")
 
 
@@ -67,7 +90,7 @@ def context() -> DistContext:
             _context = DistContext(device=single_device())
         else:
             rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-            if torch.cuda.is_available():
+            if torch.cuda.is_available() and wanted_device() != "cpu":
                 torch.cuda.set_device(local_rank)
                 device, backend = torch.device("cuda", local_rank), "nccl"
             else:

@@ -78,6 +78,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
     content). Under torchrun every rank runs this function; rank 0 alone writes (distributed.py).
     """
     run_dir = Path(run_dir)
+    distributed.prefer_device(recipe.training.device)
     ctx = distributed.context()
     choices = [t.name for t in recipe.teachers] + (list(BASELINES) if recipe.student is not None else [])
     unknown = sorted(set(only or ()) - set(choices))

@@ -50,6 +50,7 @@ class TrainingSettings:
     eval_max_new_tokens: int = 96
     threads: int = 0                  # 0 = torch's default
     checkpoint_every: int = 200       # steps between progress checkpoints (0 = only at each model's end)
+    device: str = "auto"              # auto (CUDA when present), cpu or cuda; EKD_EDGE_DEVICE overrides
 
 
 @dataclass
@@ -261,6 +262,7 @@ def validate(recipe: Recipe) -> None:
         (tr.lr > 0, "[training] lr must be > 0"),
         (tr.eval_max_new_tokens >= 1, "[training] eval_max_new_tokens must be >= 1"),
         (tr.threads >= 0, "[training] threads must be >= 0 (0 = torch's default)"),
+        (tr.device in ("auto", "cpu", "cuda"), f"[training] device must be auto, cpu or cuda (got {tr.device!r})"),
         (all(t.steps >= 0 for t in recipe.teachers), "[[teacher]] steps must be >= 0"),
         (tr.warmup_steps >= 0, "[training] warmup_steps must be >= 0"),
         (0.0 <= tr.min_lr_ratio <= 1.0, "[training] min_lr_ratio must be in [0, 1]"),

@@ -1,9 +1,9 @@
 """Marian's encoder and decoder written directly as ONNX graphs: the math, and little else.
 
 optimum traces the PyTorch model, so its graphs carry everything the Python code computes on the
-way: attention-mask construction, shape arithmetic for every reshape, position ids. A decoder
-step of the demo student is ~450 nodes, of which ~30 multiply matrices; at batch 1 onnxruntime's
-per-node cost dominates the step. The graphs below are written from the weights instead, with
+way: attention-mask construction, shape arithmetic for every reshape, position ids; most of a
+traced decoder step's nodes are such bookkeeping, and at batch 1 onnxruntime's per-node cost
+dominates the step. The graphs below are written from the weights instead, with
 the same input and output names as optimum's (so export/onefile.py wraps either kind):
 
     encoder_model.onnx            input_ids, attention_mask -> last_hidden_state
@@ -66,13 +66,17 @@ def int8_blocks(matrix, block: int):
     return q.astype(np.uint8), scales
 
 
-def write_marian_graphs(checkpoint_dir: str | Path, out_dir: str | Path, *, int8_embeddings: int | None = None) -> Path:
+def write_marian_graphs(checkpoint_dir: str | Path, out_dir: str | Path, *, int8_embeddings: int | None = None,
+                        portable: bool = False) -> Path:
     """Write the three graphs (and config.json) of a Marian checkpoint into ``out_dir``.
 
     With ``int8_embeddings`` (a MatMulNBits accuracy level: 4 multiplies in int8, 0 in float32) the
     embedding tables are stored once as int8 blocks (see ``int8_blocks``): the output projection
     multiplies them with MatMulNBits and the embedding lookups dequantise the rows they gather,
-    so a tied table is one int8 tensor instead of a float32 table plus an int8 copy.
+    so a tied table is one int8 tensor instead of a float32 table plus an int8 copy. ``portable``
+    graphs (export/portable.py) multiply keys with a Transpose and a plain MatMul: the contrib
+    FusedMatMul decoded 4 of 1,086 test sentences differently on aarch64 (onnxruntime 1.22)
+    than on x86, where the plain product agreed on all (benchmarks/results/arm-app-runtime/).
     """
     import onnx
     import torch
@@ -95,6 +99,7 @@ def write_marian_graphs(checkpoint_dir: str | Path, out_dir: str | Path, *, int8
     dims = _Dims(config)
     dims.int8_level = int8_embeddings if dims.block else None
     out_dir.mkdir(parents=True, exist_ok=True)
+    dims.fused_attention = not portable
     graphs = {"encoder_model.onnx": _encoder(weights, dims), "decoder_model.onnx": _decoder(weights, dims, first=True),
               "decoder_with_past_model.onnx": _decoder(weights, dims, first=False)}
     for name, graph in graphs.items():
@@ -121,6 +126,7 @@ class _Dims:
         self.activation = config["activation_function"]
         self.int8_level: int | None = None
         self.block = block_size_for(self.d_model)
+        self.fused_attention = True
         for heads in (self.heads, self.encoder_heads):
             if self.d_model % heads:
                 raise CheckpointError(f"d_model {self.d_model} is not a multiple of {heads} attention heads")
@@ -129,8 +135,9 @@ class _Dims:
 class _Graph:
     """Nodes and weights of one graph under construction; names are made unique by a counter."""
 
-    def __init__(self, weights: dict):
+    def __init__(self, weights: dict, fused_attention: bool = True):
         self.weights, self.nodes, self.initializers, self._names = weights, [], {}, 0
+        self.fused_attention = fused_attention
         self.float_values: list[str] = []
 
     def op(self, op_type: str, inputs: list[str], n_outputs: int = 1, domain: str = "", **attrs):
@@ -199,13 +206,16 @@ class _Graph:
         return self.op("Reshape", [self.op("Transpose", [x], perm=[0, 2, 1, 3]), self.ints(0, 0, d_model)])
 
     def attend(self, q: str, k: str, v: str, bias: str | None) -> str:
-        """softmax(q k^T + bias) v, q pre-scaled; k^T is read by the product, not materialised.
+        """softmax(q k^T + bias) v, q pre-scaled.
 
-        com.microsoft.FusedMatMul with transB: onnxruntime fuses a Transpose into the product only
-        where its graph optimisations run, and a one-file model's subgraphs are run as written.
+        Fast graphs read k^T inside com.microsoft.FusedMatMul (transB) instead of materialising it
+        with a Transpose; portable graphs keep the plain Transpose + MatMul (see write_marian_graphs).
         """
-        scores = self.op("FusedMatMul", [q, k], domain=MS_DOMAIN, transB=1, alpha=1.0)
-        self.float_values.append(scores)  # ONNX shape inference knows no contrib op; the quantiser needs the type
+        if self.fused_attention:
+            scores = self.op("FusedMatMul", [q, k], domain=MS_DOMAIN, transB=1, alpha=1.0)
+            self.float_values.append(scores)  # ONNX shape inference knows no contrib op; the quantiser needs the type
+        else:
+            scores = self.op("MatMul", [q, self.op("Transpose", [k], perm=[0, 1, 3, 2])])
         if bias is not None:
             scores = self.op("Add", [scores, bias])
         return self.op("MatMul", [self.op("Softmax", [scores], axis=-1), v])
@@ -292,7 +302,7 @@ def _io(name: str, elem_type: str, shape: list):
 
 
 def _encoder(weights: dict, dims: _Dims):
-    g = _Graph(weights)
+    g = _Graph(weights, dims.fused_attention)
     heads, head_dim = dims.encoder_heads, dims.d_model // dims.encoder_heads
     scaling = head_dim ** -0.5
     length = g.op("Shape", ["input_ids"], start=1, end=2)
@@ -313,7 +323,7 @@ def _encoder(weights: dict, dims: _Dims):
 
 def _decoder(weights: dict, dims: _Dims, *, first: bool):
     """The first step (reads the encoder output, returns every cache) or a later one (reads the caches)."""
-    g = _Graph(weights)
+    g = _Graph(weights, dims.fused_attention)
     heads, head_dim, d = dims.heads, dims.d_model // dims.heads, dims.d_model
     scaling = head_dim ** -0.5
     kv_shape = lambda length: ["batch", heads, length, head_dim]  # noqa: E731

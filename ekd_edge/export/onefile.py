@@ -9,8 +9,8 @@
    built here from three graphs: an *init* subgraph (encoder + first decoder step, which also
    returns the cross-attention keys/values) and a *step* subgraph (the decoder with past
    keys/values). Beam size and maximum length are graph inputs. The three graphs are written
-   from the weights by export/marian_graph.py ("lean", the default: a decoder step of the demo
-   student is ~100 nodes instead of ~450) or traced by optimum ("optimum"); onnxruntime 1.32's
+   from the weights by export/marian_graph.py ("lean", the default: a decoder step has under a
+   third of the traced graph's nodes) or traced by optimum ("optimum"); onnxruntime 1.32's
    GreedySearch op would skip the beam bookkeeping but accepts decoder-only models only.
 3. Unknown-token ids are mapped to padding, so the text matches ``decode(skip_special_tokens=True)``.
 4. ``SentencepieceDecoder`` (one row at a time, inside a ``Loop``) turns ids back into text,
@@ -114,7 +114,7 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
             report("writing encoder and decoder graphs from the weights")
             # block-wise kernels: the tied embedding table is stored once, as int8 blocks
             level = {"blockwise": 4, "weight-only": 0}.get(int8_kernel) if quantize and tie_int8_embeddings else None
-            write_marian_graphs(checkpoint_dir, graph_dir, int8_embeddings=level)
+            write_marian_graphs(checkpoint_dir, graph_dir, int8_embeddings=level, portable=portable)
         else:
             report("exporting encoder and decoders to ONNX with optimum")
             export_separate_graphs(checkpoint_dir, graph_dir, scratch=work / "raw")
