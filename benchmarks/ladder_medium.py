@@ -53,7 +53,8 @@ WORD_KD = 'method = "word_kd"\nteacher_cache_k = 8\n'
 SEQ_KD = 'method = "seq_kd"\nseqkd_beams = 1\nseqkd_mix = "both"\nteacher_cache_k = 8\n'
 
 
-def recipe_text(method: str, seed: int, steps_per_stage: int, smoke: bool, size: str = "tiny") -> str:
+def recipe_text(method: str, seed: int, steps_per_stage: int, smoke: bool, size: str = "tiny", lr: float = 2e-3,
+                warmup: int = 150) -> str:
     """The demo recipe's settings, this seed, and the stage methods of ``method``."""
     teachers = "".join(f'[[teacher]]\nname = "{t}"\ncheckpoint = "package:teachers/lo-help-en-de/{t}"\n\n'
                        for t in TEACHERS)
@@ -64,7 +65,7 @@ def recipe_text(method: str, seed: int, steps_per_stage: int, smoke: bool, size:
             f'[data]\ncorpus = "lo-help-en-de"\nmax_length = 64\nvalid_sentences = {20 if smoke else 200}\n'
             + ("max_train_pairs = 300\n" if smoke else "") +
             '\n[tokenizer]\nfrom = "teacher-l"\n\n'
-            f'[training]\nbatch_tokens = {1024 if smoke else 2048}\nlr = 2e-3\nwarmup_steps = {2 if smoke else 150}\n'
+            f'[training]\nbatch_tokens = {1024 if smoke else 2048}\nlr = {lr}\nwarmup_steps = {2 if smoke else warmup}\n'
             f'label_smoothing = 0.1\ndropout = 0.1\neval_max_new_tokens = {16 if smoke else 128}\nthreads = 1\n'
             'checkpoint_every = 100\n\n'
             f'{teachers}[student]\nname = "student"\nsize = "{size}"\nsteps_per_stage = {steps_per_stage}\n{baselines}\n'
@@ -75,7 +76,8 @@ def final_model(run_dir: Path, method: str) -> Path:
     return run_dir / ("baselines/" + method if method in ("ce-only", "direct-kd") else "students/stage-3")
 
 
-def run_all(work: Path, jobs: list[tuple[str, int]], steps: int, smoke: bool, workers: int, size: str = "tiny") -> dict:
+def run_all(work: Path, jobs: list[tuple[str, int]], steps: int, smoke: bool, workers: int, size: str = "tiny",
+            lr: float = 2e-3, warmup: int = 150) -> dict:
     """Every (method, seed) distill run, ``workers`` at a time, each pinned to its own core."""
     cores = sorted(os.sched_getaffinity(0))
     pending, running, walls = list(jobs), {}, {}
@@ -86,7 +88,7 @@ def run_all(work: Path, jobs: list[tuple[str, int]], steps: int, smoke: bool, wo
             run_dir = work / f"{method}-seed{seed}"
             recipe = work / "recipes" / f"{method}-seed{seed}.toml"
             recipe.parent.mkdir(parents=True, exist_ok=True)
-            recipe.write_text(recipe_text(method, seed, steps, smoke, size))
+            recipe.write_text(recipe_text(method, seed, steps, smoke, size, lr, warmup))
             if (final_model(run_dir, method) / "metrics.json").is_file():
                 print(f"[ladder-medium] {method} seed {seed}: done earlier", flush=True)
                 continue
@@ -217,6 +219,8 @@ def main() -> int:
     parser.add_argument("--test-sentences", type=int, default=0, help="0 = the whole test split")
     parser.add_argument("--student-size", default="tiny",
                         help="student size preset, e.g. tiny-6e2d (deep encoder, shallow decoder)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of every stage (the demo's)")
+    parser.add_argument("--warmup", type=int, default=150, help="warm-up steps of every stage (the demo's)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="methods to run (direct-kd is always run: p-values are taken against it)")
     parser.add_argument("--smoke", action="store_true", help="300 pairs, 2 steps a stage, 1 seed: a check, not a result")
@@ -227,7 +231,7 @@ def main() -> int:
         raise SystemExit("--smoke writes no committed result: give --out")
     methods = [m for m in METHODS if m in args.methods or m == "direct-kd"]
     settings = {"steps_per_stage": args.steps_per_stage, "seeds": args.seeds, "workers": args.workers,
-                "student_size": args.student_size, "methods": methods,
+                "student_size": args.student_size, "methods": methods, "lr": args.lr, "warmup": args.warmup,
                 "batch_tokens": 1024 if args.smoke else 2048, "smoke": args.smoke, "decoding": "greedy",
                 "recipe": "recipe_text() in this script (the demo recipe's settings)"}
     provenance = Provenance.begin(threads=1, settings=settings)
@@ -235,7 +239,8 @@ def main() -> int:
     # the first two runs build what the others reuse: every teacher cache (ekd) and nothing (ce-only)
     jobs.sort(key=lambda job: (job[1] != args.seeds[0], job[0] not in ("ekd", "ce-only")))
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    walls = run_all(args.work_dir, jobs, args.steps_per_stage, args.smoke, args.workers, args.student_size)
+    walls = run_all(args.work_dir, jobs, args.steps_per_stage, args.smoke, args.workers, args.student_size, args.lr,
+                    args.warmup)
     evaluation = evaluate(args.work_dir, jobs, args.test_sentences)
     result = {"settings": settings, "summary": summarise(evaluation["rows"]), "evaluation": evaluation,
               "process_wall_s": walls,
