@@ -111,10 +111,11 @@ def test_invalid_utf8(tmp_path, capsys):
                   f"{corpus / 'train.en'}:2: invalid UTF-8 (byte 0xff at column 2)")
 
 
-def test_teacher_with_another_vocabulary(tmp_path, capsys, nano_checkpoint):
+def test_word_level_kd_from_a_teacher_with_another_vocabulary(tmp_path, capsys, nano_checkpoint):
     teacher = f'name = "t"\ncheckpoint = "{nano_checkpoint}"'
-    fails_cleanly(capsys, tmp_path, ["distill", recipe(tmp_path, teacher=teacher), "--run-dir", tmp_path / "run"],
-                  nano_checkpoint, "vocabulary size 400 differs")
+    path = recipe(tmp_path, teacher=teacher, extra='[[stage]]\nmethod = "word_kd"\n')
+    fails_cleanly(capsys, tmp_path, ["distill", path, "--run-dir", tmp_path / "run"],
+                  "[[stage]] #1 (teacher 't')", "has its own tokenizer", 'use method = "seq_kd"')
     assert not (tmp_path / "run" / "teachers").exists()
 
 

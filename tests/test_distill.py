@@ -8,7 +8,7 @@ import torch
 
 from ekd_edge.distill.ladder import run_recipe
 from ekd_edge.distill.recipe import parse_recipe
-from ekd_edge.errors import CheckpointError, EkdError
+from ekd_edge.errors import CheckpointError, EkdError, RecipeError
 from ekd_edge.models import load_model
 
 RECIPE_TOML = """
@@ -99,12 +99,24 @@ def test_foreign_directory_is_refused(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_teacher_with_another_vocabulary_fails_before_training(tmp_path, nano_checkpoint):
+def test_word_level_kd_from_a_teacher_with_another_vocabulary_fails_before_training(tmp_path, nano_checkpoint):
     text = RECIPE_TOML.replace('name = "t-small"\nsize = "nano"\nsteps = 4', f'name = "t-small"\ncheckpoint = "{nano_checkpoint}"')
+    text += '[[stage]]\nmethod = "word_kd"\n[[stage]]\nmethod = "word_kd"\n'
     run_dir = tmp_path / "run"
-    with pytest.raises(CheckpointError, match="vocabulary size 400 differs from the run's tokenizer"):
+    with pytest.raises(RecipeError, match=r"\[\[stage\]\] #1 \(teacher 't-small'\): method 'word_kd' compares next-token "
+                                          r"distributions, but this teacher has its own tokenizer; use method = \"seq_kd\""):
         run_recipe(recipe_from(text), run_dir, text)
     assert not (run_dir / "teachers").exists() and not (run_dir / "students").exists()
+
+
+def test_a_ladder_mixes_seq_kd_from_a_foreign_teacher_with_word_kd(tmp_path, nano_checkpoint):
+    """Stage 1 from a checkpoint with its own vocabulary (seq-KD, chosen by "auto"), stage 2 word-level
+    KD from a teacher trained here: one ladder, each stage with what its teacher can teach."""
+    text = RECIPE_TOML.replace('name = "t-small"\nsize = "nano"\nsteps = 4', f'name = "t-small"\ncheckpoint = "{nano_checkpoint}"')
+    summary = run_recipe(recipe_from(text), tmp_path / "run", text)
+    first, second = summary["stages"]["stage-1"]["stage_method"], summary["stages"]["stage-2"]["stage_method"]
+    assert (first["method"], first["teacher_kind"], first["word_level"]) == ("seq_kd", "foreign", False)
+    assert (second["method"], second["teacher_kind"]) == ("word_kd", "native")
 
 
 def test_corrupt_teacher_checkpoint_is_named(tmp_path, nano_checkpoint):

@@ -58,10 +58,10 @@ def recipe(extra: str = STAGES, base: str = BASE):
 
 @pytest.mark.parametrize("extra, message", [
     ("[[stage]]\nmethod = \"word_kd\"\n", "1 \\[\\[stage\\]\\] tables for 2 teachers"),
-    ("[[stage]]\nmethod = \"mbr\"\n[[stage]]\n", "method must be one of word_kd"),
+    ("[[stage]]\nmethod = \"mbr\"\n[[stage]]\n", "method must be one of auto, word_kd"),
     ("[[stage]]\nmethod = \"speculative\"\nteacher_cache_k = 8\n[[stage]]\n", "only applies to method = \"word_kd\" or \"seq_kd\""),
     ("[[stage]]\nspec_k = 5\n[[stage]]\n", "spec_k only applies to method = \"speculative\""),
-    ("[[stage]]\nseqkd_beams = 2\n[[stage]]\n", "seqkd_beams only applies to method = \"seq_kd\""),
+    ("[[stage]]\nmethod = \"word_kd\"\nseqkd_beams = 2\n[[stage]]\n", "seqkd_beams only applies to method = \"seq_kd\""),
     ("[[stage]]\n[[stage]]\ninit = \"copy:first\"\n", "only applies to stage 1"),
     ("[[stage]]\nmethod = \"seq_kd\"\nseqkd_nbest = 5\n[[stage]]\n", "seqkd_nbest must be in 1..seqkd_beams"),
     ("[[stage]]\nteacher_cache_k = 999\n[[stage]]\n", "teacher_cache_k must be in 0..200"),
@@ -80,7 +80,7 @@ def test_cache_with_logit_mse_is_rejected():
 
 def test_defaults_without_stage_tables():
     r = recipe("")
-    assert r.stages == [] and r.stage(2).method == "word_kd" and r.stage(1).teacher_cache_k == 0
+    assert r.stages == [] and r.stage(2).method == "auto" and r.stage(1).teacher_cache_k == 0
 
 
 def test_ladder_with_methods_reuses_caches_and_distilled_data_on_restart(tmp_path, no_network):
@@ -152,3 +152,28 @@ def test_a_failing_second_job_fails_the_run_with_its_last_line(tmp_path, no_netw
     with pytest.raises(EkdError, match="second job failed \\(exit 2\\): error: .*ce-only.progress.pt: corrupt"):
         run_recipe(r, tmp_path, text, jobs=2)
     assert not (tmp_path / "baselines" / "ce-only").exists()
+
+
+@pytest.mark.parametrize("kind, settings, expected", [
+    ("native", {}, "word_kd"),
+    ("bridged", {}, "word_kd"),
+    ("foreign", {}, "seq_kd"),
+    ("foreign", {"seqkd_beams": 2}, "seq_kd"),
+    ("native", {"seqkd_beams": 2}, "would be ignored"),
+    ("foreign", {"method": "word_kd"}, "has its own tokenizer"),
+    ("foreign", {"method": "speculative"}, "has its own tokenizer"),
+    ("bridged", {"method": "speculative"}, "through an id map"),
+    ("bridged", {"teacher_cache_k": 8}, "teacher_cache_k stores"),
+    ("foreign", {"method": "seq_kd", "teacher_cache_k": 8}, "teacher_cache_k stores"),
+    ("bridged", {"init": "copy:first"}, "needs a teacher of the student's vocabulary"),
+])
+def test_auto_method_follows_the_teachers_vocabulary(kind, settings, expected):
+    from ekd_edge.distill.methods import resolve_stage
+    from ekd_edge.distill.recipe import StageSettings
+
+    stage = StageSettings(**settings)
+    if expected in ("word_kd", "seq_kd"):
+        assert resolve_stage(stage, kind, 1, "big", "r.toml").method == expected
+    else:
+        with pytest.raises(RecipeError, match=expected):
+            resolve_stage(stage, kind, 1, "big", "r.toml")

@@ -40,7 +40,7 @@ def train_tokenizer(texts, out_dir: str | Path, vocab_size: int, seed_sentences:
     shutil.copy(f"{prefix}.model", out_dir / "source.spm")
     shutil.move(f"{prefix}.model", out_dir / "target.spm")
     Path(f"{prefix}.vocab").unlink(missing_ok=True)
-    tokenizer = _marian_tokenizer(out_dir)
+    tokenizer = marian_tokenizer(out_dir)
     tokenizer.save_pretrained(out_dir)
     return tokenizer
 
@@ -61,7 +61,7 @@ def _train_sentencepiece(spm, texts, prefix, vocab_size, seed_sentences):
     )
 
 
-def _marian_tokenizer(directory: Path):
+def marian_tokenizer(directory: Path):
     from transformers import MarianTokenizer
 
     with warnings.catch_warnings():

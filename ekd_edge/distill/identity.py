@@ -32,7 +32,9 @@ def data_identity(corpus) -> dict:
 
 def teacher_identity(teachers) -> dict:
     """sha256 of each given teacher checkpoint's weights (trained teachers are the run's own)."""
-    return {t.name: file_sha256(Path(t.checkpoint) / "model.safetensors") for t in teachers if t.checkpoint}
+    from ekd_edge.models.teacher import weights_digest
+
+    return {t.name: weights_digest(t.checkpoint) for t in teachers if t.checkpoint}
 
 
 def check_run_identity(run_dir: Path, current: dict, write: bool) -> dict:
@@ -57,7 +59,7 @@ def check_run_identity(run_dir: Path, current: dict, write: bool) -> dict:
                            "start a new --run-dir")
     for name, digest in current.get("teachers", {}).items():
         if stored.get("teachers", {}).get(name) not in (None, digest):
-            raise EkdError(f"teacher {name!r}: its checkpoint's model.safetensors changed since this run started "
+            raise EkdError(f"teacher {name!r}: its checkpoint's weights changed since this run started "
                            f"in {run_dir}; restore it or start a new --run-dir")
     return stored
 

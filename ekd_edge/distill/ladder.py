@@ -35,18 +35,20 @@ import torch
 
 from ekd_edge.console import console, log_to
 from ekd_edge.data.corpus import load_corpus
-from ekd_edge.data.tokenizer import copy_tokenizer, load_tokenizer, train_tokenizer, vocab_fingerprint
+from ekd_edge.data.tokenizer import load_tokenizer, train_tokenizer, vocab_fingerprint
 from ekd_edge.distill import distributed
 from ekd_edge.distill.batches import BatchStream, tokenize_to_disk
 from ekd_edge.distill.checkpointing import ProgressFile, is_done
-from ekd_edge.distill.methods import plan_stage, run_baselines
+from ekd_edge.data.adopt import adopt_tokenizer, read_vocab_map
+from ekd_edge.distill.methods import plan_stage, resolve_stage, run_baselines
 from ekd_edge.distill.recipe import BASELINES, Recipe, check_copy_init, with_lr
 from ekd_edge.distill.trainer import evaluate, train
 from ekd_edge.distill.identity import check_run_identity, check_tokenizer, data_identity, teacher_identity
 from ekd_edge.errors import CorpusError, EkdError, RecipeError
 from ekd_edge.files import LOCK_NAME, RunLock, replace_dir, staged, write_json_atomic, write_text_atomic
 from ekd_edge.models import build_model, count_parameters, load_model, save_model
-from ekd_edge.models.checkpoint import check_checkpoint, check_same_vocab
+from ekd_edge.models.teacher import (check_teacher_checkpoint, load_teacher, load_teacher_tokenizer, teacher_kind,
+                                     weights_digest)
 
 
 def prepare_run_dir(run_dir: Path, recipe: Recipe, recipe_text: str, write: bool = True) -> None:
@@ -134,9 +136,9 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
     console.log(f"data: {corpus.name} train {len(train_text):,} pairs"
                 + (f" ({train_text.skipped_empty} empty skipped)" if train_text.skipped_empty else "")
                 + f", valid subset {len(valid)}")
-    for teacher in recipe.teachers:   # given teachers are checked before anything is written
+    for i, teacher in enumerate(recipe.teachers):   # given teachers are checked before anything is written
         if teacher.checkpoint:
-            check_checkpoint(teacher.checkpoint)
+            check_teacher_checkpoint(teacher.checkpoint, f"{recipe.source} [[teacher]] #{i + 1} ({teacher.name!r})")
     current = {"recipe": recipe.name, "data": data_identity(corpus), "teachers": teacher_identity(recipe.teachers)}
     identity = check_run_identity(run_dir, current, write=False)
 
@@ -147,10 +149,14 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
         fresh = Path(scratch) / "tokenizer"
         if ctx.is_main and not (tokenizer_dir / "vocab.json").is_file():
             adopted = {t.name: t.checkpoint for t in recipe.teachers}.get(recipe.tokenizer.from_)
-            if adopted:   # the student speaks a given teacher's vocabulary
-                load_tokenizer(adopted)   # one line naming the checkpoint if it has no tokenizer
-                copy_tokenizer(adopted, fresh)
-                console.log(f"tokenizer: adopted from teacher {recipe.tokenizer.from_!r} ({adopted})")
+            if adopted:   # the student speaks a given teacher's vocabulary (data/adopt.py)
+                settings = recipe.tokenizer
+                made = adopt_tokenizer(adopted, load_teacher_tokenizer(adopted), fresh, train_text.src, train_text.tgt,
+                                       trim=settings.trim, max_pieces=settings.max_pieces,
+                                       teacher_digest=weights_digest(adopted))
+                console.log(f"tokenizer: adopted from teacher {settings.from_!r} ({adopted}): "
+                            f"{made['teacher_vocab']:,} → {made['student_vocab']:,} ids"
+                            + (" (trimmed to the corpus)" if settings.trim else ""))
             else:
                 with console.status("training the joint SentencePiece tokenizer"):
                     train_tokenizer(train_text.src + train_text.tgt, fresh, recipe.tokenizer.vocab_size)
@@ -165,13 +171,25 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
     vocab_size = len(tokenizer)
     check_tokenizer(run_dir, identity, vocab_fingerprint(tokenizer_dir), write=ctx.is_main)
 
-    # Given teachers must speak the run's vocabulary, and fit the stage's method: checked now, not
-    # after hours of training.
+    # What each given teacher can teach follows from its vocabulary (models/teacher.py); the stage's
+    # method must fit it: checked now, not after hours of training.
+    kinds = {t.name: teacher_kind(t.checkpoint, tokenizer_dir) if t.checkpoint else "native" for t in recipe.teachers}
+    stage_settings = {}
     for k, teacher in enumerate(recipe.teachers, start=1):
-        if teacher.checkpoint:
-            check_same_vocab(teacher.checkpoint, tokenizer_dir)
-            if recipe.student is not None:
-                check_stage_fits(recipe, k, Path(teacher.checkpoint))
+        if recipe.student is None:
+            break
+        stage_settings[k] = resolve_stage(recipe.stage(k), kinds[teacher.name], k, teacher.name, recipe.source)
+        if teacher.checkpoint and kinds[teacher.name] == "native":
+            check_stage_fits(recipe, k, Path(teacher.checkpoint))
+        if teacher.checkpoint and kinds[teacher.name] == "foreign":
+            console.log(f"teacher {teacher.name!r}: its own tokenizer ({Path(teacher.checkpoint).name}), so stage {k} "
+                        f"distils by {stage_settings[k].method}")
+    top = recipe.teachers[-1]
+    wanted_direct = "direct-kd" in baselines or (only and "direct-kd" in only)
+    if wanted_direct and kinds[top.name] != "native":
+        raise RecipeError(f"{recipe.source} baseline direct-kd: word-level KD from the top teacher {top.name!r} alone "
+                          "needs a teacher of the student's very vocabulary; drop the baseline for this ladder")
+    vocab_map = read_vocab_map(tokenizer_dir)
 
     # On disk, memory-mapped (batches.py): a large corpus never sits in Python lists; reused on restart.
     truncate_to = recipe.data.max_length if recipe.data.long_pairs == "truncate" else None
@@ -247,9 +265,11 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
                     student = build_model(recipe.student.size, vocab_size, seed=recipe.seed + 1000, dropout=dropout)
                 else:
                     student = load_model(previous, expected_vocab=tokenizer_dir)
-                teacher_model = load_model(teacher_dir, expected_vocab=tokenizer_dir)
-                plan = plan_stage(recipe.stage(k), k, recipe, student, teacher_model, teacher_dir, stream, tokenizer,
-                                  train_text.src, train_text.tgt, cache_root)
+                stage_teacher = load_teacher(teacher.name, teacher_dir, kinds[teacher.name], tokenizer,
+                                             teacher.src_lang, teacher.tgt_lang, teacher.prefix,
+                                             where=f"{recipe.source} [[teacher]] #{k} ({teacher.name!r})")
+                plan = plan_stage(stage_settings[k], k, recipe, student, stage_teacher, stream, tokenizer,
+                                  train_text.src, train_text.tgt, cache_root, vocab_map)
                 result = train(student, plan.stream, recipe.student.steps_per_stage,
                                with_lr(recipe.training, recipe.student.lr), teacher=plan.teacher, kd_term=plan.kd_term,
                                distill=recipe.distill, description=f"stage {k} ← {teacher.name} ({plan.notes['method']})",

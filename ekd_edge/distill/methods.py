@@ -1,7 +1,7 @@
 """Per-stage distillation methods: what a recipe's ``[[stage]]`` tables select, and how a stage runs.
 
     [[stage]]                         # one per teacher, in ladder order; absent = all defaults
-    method = "word_kd"                # "word_kd" | "seq_kd" | "speculative" | "ce"
+    method = "auto"                   # "auto" | "word_kd" | "seq_kd" | "speculative" | "ce"
     teacher_cache_k = 0               # word_kd / seq_kd: > 0 = offline top-k teacher cache
     seqkd_beams = 4                   # seq_kd: beam size of the teacher's decoding
     seqkd_nbest = 1                   # seq_kd: > 1 = keep the n-best entry closest to the reference
@@ -12,6 +12,8 @@
     spec_teacher_temp = 1.0
     init = "warm"                     # stage 1 only: "copy:every_other" | "copy:first" | "copy:0,2"
 
+auto      word_kd for a teacher that speaks the student's vocabulary (or one it was made from),
+          seq_kd for a teacher with its own tokenizer (models/teacher.py: native/bridged/foreign)
 word_kd   (1 − α)·CE + α·KD(teacher ‖ student) on the references ([distill] loss, α, T, β)
 seq_kd    the same loss on the teacher's beam translations of the training sources
 speculative  (1 − α)·CE on references + α·KD on student-drafted, teacher-verified sequences
@@ -20,10 +22,11 @@ ce        no teacher at all: label-smoothed cross-entropy only
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ekd_edge.distill.recipe import BASELINES, StageSettings
+from ekd_edge.distill.recipe import BASELINES, WORD_LEVEL, StageSettings
+from ekd_edge.errors import RecipeError
 
 
 @dataclass
@@ -36,13 +39,46 @@ class StagePlan:
     notes: dict = field(default_factory=dict)
 
 
-def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, teacher_dir: Path, stream,
-               tokenizer, train_src: list[str], train_tgt: list[str], cache_root: Path) -> StagePlan:
-    """Set a stage up: build or reuse caches and distilled data, choose the KD signal, copy-init."""
+def resolve_stage(settings: StageSettings, kind: str, k: int, teacher_name: str, where: str) -> StageSettings:
+    """The stage's settings with ``auto`` decided by the teacher's kind; combinations that cannot
+    work for that kind of teacher are one-line errors saying why and what to write instead."""
+    at = f"{where} [[stage]] #{k} (teacher {teacher_name!r})"
+    method = settings.method
+    if method == "auto":
+        method = "seq_kd" if kind == "foreign" else "word_kd"
+        defaults = StageSettings()
+        tuned = [n for n in ("seqkd_beams", "seqkd_nbest", "seqkd_mix") if getattr(settings, n) != getattr(defaults, n)]
+        if method == "word_kd" and tuned:
+            raise RecipeError(f"{at}: method \"auto\" is word_kd for this teacher, so {', '.join(tuned)} would be "
+                              "ignored; write method = \"seq_kd\" or remove them")
+    if kind == "foreign" and method in WORD_LEVEL:
+        raise RecipeError(f"{at}: method {method!r} compares next-token distributions, but this teacher has its own "
+                          "tokenizer; use method = \"seq_kd\" (or \"auto\"), or make the student speak it "
+                          f"with [tokenizer] from = {teacher_name!r}")
+    if kind == "bridged" and method == "speculative":
+        raise RecipeError(f"{at}: speculative KD needs a teacher of the student's very ids; this one is reached "
+                          "through an id map: use word_kd or seq_kd")
+    if kind != "native" and settings.teacher_cache_k:
+        raise RecipeError(f"{at}: teacher_cache_k stores the teacher's top-k over the student's ids, which this "
+                          "teacher does not use; remove it")
+    if kind != "native" and settings.init != "warm":
+        raise RecipeError(f"{at}: init = {settings.init!r} copies the teacher's weights, embeddings included, so it "
+                          "needs a teacher of the student's vocabulary and family; remove it")
+    return replace(settings, method=method)
+
+
+def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, stream, tokenizer,
+               train_src: list[str], train_tgt: list[str], cache_root: Path, vocab_map: dict | None = None) -> StagePlan:
+    """Set a stage up: build or reuse caches and distilled data, choose the KD signal, copy-init.
+
+    ``teacher`` is a models.teacher.Teacher; ``settings`` come resolved (resolve_stage). A bridged
+    teacher teaches word-level through ``vocab_map`` (the run tokenizer's vocab_map.json); a
+    foreign one only through its translations.
+    """
     from ekd_edge.distill.batches import BatchStream
 
     ds = recipe.distill
-    notes: dict = {"method": settings.method}
+    notes: dict = {"method": settings.method, "teacher_kind": teacher.kind}
     first_batch = (k - 1) * recipe.student.steps_per_stage
     mapping = None
     if settings.init != "warm":
@@ -50,7 +86,7 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, teache
 
         mapping = parse_init(settings.init)
     if mapping is not None:
-        notes["copy_init"] = copy_init(student, teacher, mapping)
+        notes["copy_init"] = copy_init(student, teacher.model, mapping)
     if settings.method == "ce":
         return StagePlan(stream, first_batch=first_batch, notes=notes)
     if settings.method == "speculative":
@@ -58,7 +94,7 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, teache
 
         spec = SpeculativeSettings(settings.spec_k, settings.spec_block, settings.spec_student_temp,
                                    settings.spec_teacher_temp)
-        term = SpeculativeTeacher(teacher, spec, ds.loss, ds.temperature, ds.jsd_beta, seed=recipe.seed + k)
+        term = SpeculativeTeacher(teacher.model, spec, ds.loss, ds.temperature, ds.jsd_beta, seed=recipe.seed + k)
         notes["speculative"] = spec.__dict__
         return StagePlan(stream, kd_term=term, first_batch=first_batch, notes=notes)
     if settings.method == "seq_kd":
@@ -66,23 +102,37 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, teache
 
         seq = SeqKDSettings(beams=settings.seqkd_beams, nbest=settings.seqkd_nbest, mix=settings.seqkd_mix,
                             max_new_tokens=recipe.data.max_length)
-        data = distill_targets(teacher, teacher_dir, tokenizer, train_src, train_tgt, cache_root, seq,
+        data = distill_targets(teacher, teacher.directory, tokenizer, train_src, train_tgt, cache_root, seq,
                                description=f"stage {k}: seq-KD decoding")
         pairs = distilled_pairs(tokenizer, train_src, train_tgt, data.targets, seq.mix, recipe.data.max_length,
-                                cache_root)
+                                cache_root, truncate=recipe.data.long_pairs == "truncate")
+        if not len(pairs):
+            raise RecipeError(f"{recipe.source} stage {k}: none of the teacher's {len(data.targets):,} translations "
+                              f"fits [data] max_length {recipe.data.max_length} once tokenised for the student; "
+                              "raise max_length or set long_pairs = \"truncate\"")
         stream = BatchStream(pairs, recipe.training.batch_tokens, recipe.seed + k)
         first_batch = 0
         notes["seqkd"] = {"beams": seq.beams, "nbest": seq.nbest, "mix": seq.mix, "pairs": len(pairs),
                           "decoded_now": data.decoded_now, "cache": str(data.directory)}
+        if teacher.kind == "foreign":   # its distributions are over another vocabulary: CE on its translations
+            notes["word_level"] = False
+            return StagePlan(stream, first_batch=first_batch, notes=notes)
     if settings.teacher_cache_k:
         from ekd_edge.distill.teacher_cache import CachedTeacher, build_teacher_cache
 
-        cache = build_teacher_cache(teacher, teacher_dir, stream.pairs, cache_root, settings.teacher_cache_k,
+        cache = build_teacher_cache(teacher.model, teacher.directory, stream.pairs, cache_root, settings.teacher_cache_k,
                                     ds.temperature, description=f"stage {k}: teacher top-{settings.teacher_cache_k}")
         notes["teacher_cache"] = {"k": settings.teacher_cache_k, "built_now": cache.built, "path": str(cache.directory)}
         return StagePlan(stream, kd_term=CachedTeacher(cache, stream, ds.loss, ds.temperature, ds.jsd_beta),
                          first_batch=first_batch, notes=notes)
-    return StagePlan(stream, teacher=teacher, first_batch=first_batch, notes=notes)
+    if teacher.kind == "bridged":
+        from ekd_edge.data.tokenizer import UNK_ID
+        from ekd_edge.distill.vocab_bridge import BridgedTeacher
+
+        term = BridgedTeacher(teacher, vocab_map["teacher_ids"], UNK_ID, ds.loss, ds.temperature, ds.jsd_beta)
+        notes["vocab_map"] = {"teacher_vocab": vocab_map["teacher_vocab"], "student_vocab": vocab_map["student_vocab"]}
+        return StagePlan(stream, kd_term=term, first_batch=first_batch, notes=notes)
+    return StagePlan(stream, teacher=teacher.model, first_batch=first_batch, notes=notes)
 
 
 def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_dir: Path, tokenizer_dir: Path,

@@ -35,6 +35,8 @@ class DataSettings:
 class TokenizerSettings:
     vocab_size: int = 8000
     from_: str = ""                   # TOML key "from": a teacher (given by checkpoint) whose tokenizer the run adopts
+    trim: bool = False                # with from: keep only the pieces the training corpus uses (data/adopt.py)
+    max_pieces: int = 0               # with trim: keep at most this many, the most frequent (0 = all used)
 
 
 @dataclass
@@ -59,8 +61,11 @@ class TeacherSettings:
     size: str | dict | None = field(default=None, metadata={"types": (str, dict)})
     steps: int = 0
     lr: float = 0.0                   # 0 = [training] lr
-    checkpoint: str = ""              # an existing HF Marian checkpoint using the run's tokenizer;
+    checkpoint: str = ""              # a local Hugging Face seq2seq checkpoint (models/teacher.py);
                                       # "package:teachers/…" names one shipped inside ekd_edge
+    src_lang: str = ""                # the teacher's own language tokens (NLLB "eng_Latn", mBART-50 "en_XX")
+    tgt_lang: str = ""
+    prefix: str = ""                  # text before every source (T5 "translate English to German: ")
 
 
 @dataclass
@@ -86,12 +91,13 @@ class DistillSettings:
     jsd_beta: float = 0.5
 
 
-METHODS = ("word_kd", "seq_kd", "speculative", "ce")
+METHODS = ("auto", "word_kd", "seq_kd", "speculative", "ce")
+WORD_LEVEL = ("word_kd", "speculative")   # compare distributions position by position: one vocabulary
 
 
 @dataclass
 class StageSettings:
-    method: str = "word_kd"
+    method: str = "auto"              # word_kd for a teacher of the student's vocabulary, else seq_kd
     teacher_cache_k: int = 0
     seqkd_beams: int = 4
     seqkd_nbest: int = 1
@@ -118,7 +124,7 @@ def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vo
             raise RecipeError(f"{at}: method must be one of {', '.join(METHODS)}, got {s.method!r}")
         if s.teacher_cache_k < 0 or s.teacher_cache_k > vocab_size:
             raise RecipeError(f"{at}: teacher_cache_k must be in 0..{vocab_size} ([tokenizer] vocab_size; 0 = online teacher)")
-        if s.teacher_cache_k and s.method not in ("word_kd", "seq_kd"):
+        if s.teacher_cache_k and s.method not in ("auto", "word_kd", "seq_kd"):
             raise RecipeError(f"{at}: teacher_cache_k only applies to method = \"word_kd\" or \"seq_kd\"; remove it")
         if s.teacher_cache_k and kd_loss not in CACHED_LOSSES:
             raise RecipeError(f"{at}: [distill] loss = {kd_loss!r} needs every logit, so it cannot use a top-k cache; "
@@ -126,7 +132,7 @@ def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vo
         if s.method == "speculative" and kd_loss == "mse":
             raise RecipeError(f"{at}: speculative KD compares distributions; set [distill] loss to a divergence, not \"mse\"")
         for name in ("seqkd_beams", "seqkd_nbest", "seqkd_mix"):
-            if s.method != "seq_kd" and getattr(s, name) != getattr(defaults, name):
+            if s.method not in ("seq_kd", "auto") and getattr(s, name) != getattr(defaults, name):
                 raise RecipeError(f"{at}: {name} only applies to method = \"seq_kd\"; remove it or change the method")
         for name in ("spec_k", "spec_block", "spec_student_temp", "spec_teacher_temp"):
             if s.method != "speculative" and getattr(s, name) != getattr(defaults, name):
@@ -236,6 +242,9 @@ def validate(recipe: Recipe) -> None:
     if len(set(names)) != len(names):
         raise RecipeError(f"{where}: teacher names must be unique, got {names}")
     for t in recipe.teachers:
+        if not t.checkpoint and (t.src_lang or t.tgt_lang or t.prefix):
+            raise RecipeError(f"{where}: teacher {t.name!r}: src_lang, tgt_lang and prefix steer a teacher given by "
+                              "checkpoint; a teacher trained here needs none")
         if t.checkpoint and (t.size is not None or t.steps):
             raise RecipeError(f"{where}: teacher {t.name!r} gives a checkpoint, so it takes neither size nor steps")
         if not t.checkpoint and (t.size is None or t.steps <= 0):
@@ -279,6 +288,12 @@ def validate(recipe: Recipe) -> None:
             raise RecipeError(f"{where}: {message}")
     validate_stages(recipe.stages, len(recipe.teachers), ds.loss, recipe.tokenizer.vocab_size, where)
     adopted = recipe.tokenizer.from_
+    if (recipe.tokenizer.trim or recipe.tokenizer.max_pieces) and not adopted:
+        raise RecipeError(f"{where} [tokenizer] trim/max_pieces: only apply to a tokenizer adopted from a teacher "
+                          "(from = \"TEACHER\"); a tokenizer trained here already has vocab_size pieces")
+    if recipe.tokenizer.max_pieces and (recipe.tokenizer.max_pieces < 100 or not recipe.tokenizer.trim):
+        raise RecipeError(f"{where} [tokenizer] max_pieces: needs trim = true and at least 100 pieces "
+                          f"(got {recipe.tokenizer.max_pieces})")
     if adopted and adopted not in {t.name for t in recipe.teachers if t.checkpoint}:
         raise RecipeError(f"{where} [tokenizer] from = {adopted!r}: must name a teacher given by checkpoint "
                           f"(teachers with a checkpoint: {', '.join(t.name for t in recipe.teachers if t.checkpoint) or 'none'})")

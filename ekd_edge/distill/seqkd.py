@@ -28,8 +28,8 @@ import torch
 
 from ekd_edge.console import progress_bar
 from ekd_edge.distill import distributed
-from ekd_edge.distill.batches import TokenizedPairs, tokenize_pairs, tokenize_to_disk
-from ekd_edge.hashing import file_sha256
+from ekd_edge.distill.batches import TokenizedPairs, tokenize_pairs, tokenize_to_disk, truncate_pairs
+from ekd_edge.models.teacher import Teacher, weights_digest
 
 MIXES = ("distilled", "both")
 
@@ -57,8 +57,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def seqkd_key(teacher_dir: str | Path, src: list[str], refs: list[str], settings: SeqKDSettings) -> str:
-    digest = hashlib.sha256(file_sha256(Path(teacher_dir) / "model.safetensors").encode())
+def seqkd_key(teacher_dir: str | Path, src: list[str], refs: list[str], settings: SeqKDSettings,
+              prompt: str = "") -> str:
+    """Hash of the teacher's weights, its prompt (language tokens, prefix), the data and the settings."""
+    digest = hashlib.sha256(weights_digest(teacher_dir).encode())
+    if prompt:
+        digest.update(prompt.encode())
     for line in src + ["\x00"] + refs:
         digest.update(line.encode() + b"\n")
     digest.update(f"{settings.beams}:{settings.nbest}:{settings.max_new_tokens}".encode())
@@ -74,19 +78,32 @@ def closest_by_chrf(hypotheses: list[str], reference: str) -> str:
     return hypotheses[max(range(len(hypotheses)), key=lambda i: scores[i])]
 
 
+def as_teacher(teacher, tokenizer=None, directory: str | Path = "") -> Teacher:
+    """A Teacher as it is, or a bare Marian model of the run's vocabulary wrapped with ``tokenizer``."""
+    if isinstance(teacher, Teacher):
+        return teacher
+    return Teacher(name="", directory=Path(directory), model=teacher, tokenizer=tokenizer, kind="native",
+                   family=teacher.config.model_type)
+
+
 @torch.inference_mode()
 def beam_decode(teacher, tokenizer, src: list[str], refs: list[str], settings: SeqKDSettings) -> list[str]:
-    """The teacher's beam output for ``src``; with nbest > 1 the n-best entry closest to ``refs``."""
+    """The teacher's beam output for ``src``; with nbest > 1 the n-best entry closest to ``refs``.
+
+    ``teacher`` is a Teacher (its own tokenizer and prompt) or a bare model speaking ``tokenizer``.
+    """
+    teacher = as_teacher(teacher, tokenizer)
+    model, own = teacher.model, teacher.tokenizer
     nbest = max(1, settings.nbest)
     beams = max(settings.beams, nbest)
     out: list[str] = [""] * len(src)
     for idx in decode_batches(src, settings.batch_size):
-        enc = tokenizer([src[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=teacher.config.max_position_embeddings)
-        enc = {k: v.to(teacher.device) for k, v in enc.items()}
-        generated = teacher.generate(**enc, num_beams=beams, num_return_sequences=nbest, do_sample=False,
-                                     max_new_tokens=settings.max_new_tokens, early_stopping=True)
-        texts = tokenizer.batch_decode(generated.cpu(), skip_special_tokens=True)
+        enc = teacher.encode_sources([src[i] for i in idx], teacher.max_source_tokens)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        generated = model.generate(**enc, num_beams=beams, num_return_sequences=nbest, do_sample=False,
+                                   max_new_tokens=settings.max_new_tokens, early_stopping=True,
+                                   **teacher.generate_kwargs())
+        texts = own.batch_decode(generated.cpu(), skip_special_tokens=True)
         for j, i in enumerate(idx):
             candidates = texts[j * nbest:(j + 1) * nbest]
             out[i] = candidates[0] if nbest == 1 else closest_by_chrf(candidates, refs[i])
@@ -124,14 +141,16 @@ def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str],
     """
     if len(src) != len(refs):
         raise ValueError(f"{len(src)} sources but {len(refs)} references")
-    directory = Path(cache_root) / f"seqkd-{seqkd_key(teacher_dir, src, refs, settings)}"
+    teacher = as_teacher(teacher, tokenizer, teacher_dir)
+    prompt = f"{teacher.prefix}|{teacher.forced_bos_token_id}" if teacher.kind != "native" else ""
+    directory = Path(cache_root) / f"seqkd-{seqkd_key(teacher_dir, src, refs, settings, prompt)}"
     final = directory / "targets.txt"
     if distributed.main_value(final.is_file()):   # rank 0 decides, so every rank takes the same path
         return DistilledData(final.read_text().split("\n")[: len(src)], directory, 0)
     ctx = distributed.context()
     if ctx.is_main:
         directory.mkdir(parents=True, exist_ok=True)
-    teacher.to(distributed.context().device).eval()
+    teacher.model.to(distributed.context().device).eval()
     chunks = range(0, len(src), settings.chunk)
     todo = set(distributed.main_value([s for s in chunks if not (directory / f"chunk-{s:08d}.json").is_file()]))
     decoded = 0
@@ -162,10 +181,12 @@ def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str],
 
 
 def distilled_pairs(tokenizer, src: list[str], refs: list[str], distilled: list[str], mix: str,
-                    max_length: int, cache_root: str | Path | None = None) -> TokenizedPairs:
+                    max_length: int, cache_root: str | Path | None = None, truncate: bool = False) -> TokenizedPairs:
     """Training pairs on distilled targets, or on references and distilled targets together.
 
-    With ``cache_root`` they are kept on disk and read memory-mapped (batches.tokenize_to_disk).
+    Pairs longer than ``max_length`` are dropped, or cut to it with ``truncate`` (the recipe's
+    long_pairs). With ``cache_root`` they are kept on disk and read memory-mapped
+    (batches.tokenize_to_disk).
     """
     if mix not in MIXES:
         raise ValueError(f"seqkd mix must be one of {', '.join(MIXES)}, got {mix!r}")
@@ -174,5 +195,8 @@ def distilled_pairs(tokenizer, src: list[str], refs: list[str], distilled: list[
     if mix == "both":
         d_src, d_tgt = src + d_src, refs + d_tgt
     if cache_root is not None:
-        return tokenize_to_disk(tokenizer, d_src, d_tgt, max_length, cache_root, description="tokenizing seq-KD pairs")
+        return tokenize_to_disk(tokenizer, d_src, d_tgt, 1 << 30 if truncate else max_length, cache_root,
+                                truncate_to=max_length if truncate else None, description="tokenizing seq-KD pairs")
+    if truncate:
+        return truncate_pairs(tokenize_pairs(tokenizer, d_src, d_tgt, 1 << 30), max_length)
     return tokenize_pairs(tokenizer, d_src, d_tgt, max_length)

@@ -41,7 +41,7 @@ from ekd_edge.console import progress_bar
 from ekd_edge.distill import distributed
 from ekd_edge.files import publish_dir, staging_dir
 from ekd_edge.distill.batches import TokenizedPairs, collate, fingerprint_pairs
-from ekd_edge.hashing import file_sha256
+from ekd_edge.models.teacher import weights_digest
 from ekd_edge.distill.losses import IGNORE, forward_kl, jsd, reverse_kl
 
 TAIL_FLOOR = -80.0   # log of an (almost) empty tail: finite, so 0·(log 0 − log 0) never becomes NaN
@@ -55,7 +55,7 @@ def pairs_fingerprint(pairs: TokenizedPairs) -> str:
 
 
 def cache_key(teacher_dir: str | Path, pairs: TokenizedPairs, k: int, temperature: float) -> str:
-    parts = f"{file_sha256(Path(teacher_dir) / 'model.safetensors')}:{pairs_fingerprint(pairs)}:{k}:{temperature!r}"
+    parts = f"{weights_digest(teacher_dir)}:{pairs_fingerprint(pairs)}:{k}:{temperature!r}"
     return hashlib.sha256(parts.encode()).hexdigest()[:20]
 
 
