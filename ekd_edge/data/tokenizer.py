@@ -101,3 +101,42 @@ def vocab_fingerprint(directory: str | Path) -> str:
     import hashlib
 
     return hashlib.sha256((Path(directory) / "vocab.json").read_bytes()).hexdigest()[:16]
+
+
+
+def sentencepiece_id_maps(directory: str | Path) -> tuple[list[int] | None, bytes | None]:
+    """What a graph that runs SentencePiece itself (the one-file model) needs for a tokenizer whose
+    ids are not SentencePiece's (one adopted from a teacher, data/adopt.py: re-numbered, trimmed):
+
+    - source SentencePiece id → model id (a piece the vocabulary lacks → <unk>), and
+    - a decode-only SentencePiece model whose pieces are the vocabulary in model-id order (the
+      target model's settings; <pad>/</s> control, <unk> unknown), so model ids decode directly —
+      pieces that only the source model has included, as MarianTokenizer decodes them.
+
+    Each is None where the tokenizer needs none (one trained here: ids are SentencePiece's)."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    directory = Path(directory)
+    vocab = json.loads((directory / "vocab.json").read_text())
+    source = spm.SentencePieceProcessor(model_file=str(directory / "source.spm"))
+    to_model = [vocab.get(source.id_to_piece(i), UNK_ID) for i in range(source.get_piece_size())]
+    target_bytes = (directory / "target.spm").read_bytes()
+    target = model_pb2.ModelProto()
+    target.ParseFromString(target_bytes)
+    pieces = sorted(vocab, key=vocab.get)
+    same = [p.piece for p in target.pieces] == pieces and vocab.get(PAD) == PAD_ID and vocab.get(UNK) == UNK_ID
+    if same and to_model == list(range(len(to_model))):
+        return None, None
+    kinds = model_pb2.ModelProto.SentencePiece
+    scores = {p.piece: p.score for p in target.pieces}
+    decoder = model_pb2.ModelProto()
+    decoder.CopyFrom(target)
+    del decoder.pieces[:]
+    for model_id, piece in enumerate(pieces):
+        kind = {PAD_ID: kinds.CONTROL, EOS_ID: kinds.CONTROL, UNK_ID: kinds.UNKNOWN}.get(model_id, kinds.NORMAL)
+        decoder.pieces.add(piece=piece, score=scores.get(piece, 0.0), type=kind)
+    spec = decoder.trainer_spec
+    spec.pad_id, spec.eos_id, spec.unk_id, spec.bos_id = PAD_ID, EOS_ID, UNK_ID, -1
+    spec.pad_piece, spec.eos_piece, spec.unk_piece = PAD, EOS, UNK
+    return (None if to_model == list(range(len(to_model))) else to_model), decoder.SerializeToString()

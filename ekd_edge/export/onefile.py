@@ -36,6 +36,7 @@ from ekd_edge.defaults import MAX_BLEU_DROP, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError, CheckpointError
 from ekd_edge.export.manifest import build_manifest
 from ekd_edge.export.marian_graph import block_size_for, write_marian_graphs
+from ekd_edge.data.tokenizer import sentencepiece_id_maps
 from ekd_edge.hashing import file_sha256
 from ekd_edge.runtime.onefile_engine import (
     LAYOUT,
@@ -130,11 +131,15 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
             portable_info = make_graphs_portable(graph_dir)
 
         report("building the one-file graph")
+        source_to_model, decoding_spm = sentencepiece_id_maps(checkpoint_dir)
         model = build_onefile_model(graph_dir / "encoder_model.onnx", graph_dir / "decoder_model.onnx",
                                     graph_dir / "decoder_with_past_model.onnx",
-                                    (checkpoint_dir / "source.spm").read_bytes(), **generation)
+                                    (checkpoint_dir / "source.spm").read_bytes(), **generation,
+                                    decoding_spm_model=decoding_spm, source_to_model=source_to_model)
         _save_model(model, stage / MODEL_FILE)
         settings = {"layout": LAYOUT, "graphs": graphs, "quantize": quantize,
+                    "id_maps": {"source_to_model": source_to_model is not None,
+                                "decoding_pieces": decoding_spm is not None},
                     "int8_kernel": int8_kernel if quantize else None,
                     "int8_embeddings": graphs == "lean" and bool(quantize) and int8_kernel != "dynamic"
                     and tie_int8_embeddings,
@@ -236,8 +241,13 @@ def _onefile_manifest(bundle_dir: Path, variant: str, checkpoint_dir: Path, sett
 def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_model: bytes, *,
                         pad_token_id: int, eos_token_id: int, decoder_start_token_id: int, unk_token_id: int,
                         max_positions: int, num_layers: int, num_heads: int, d_model: int, vocab_size: int,
-                        forced_eos: bool):
-    """The one-file ModelProto from the three graphs (optimum's names) and the SentencePiece model bytes."""
+                        forced_eos: bool, decoding_spm_model: bytes | None = None,
+                        source_to_model: list[int] | None = None):
+    """The one-file ModelProto from the three graphs (optimum's names) and the SentencePiece model bytes.
+
+    Where the model's ids are not SentencePiece's (a tokenizer adopted from a teacher), the input
+    goes through ``source_to_model`` and ``decoding_spm_model`` (pieces in model-id order) turns
+    the output back into text (data.tokenizer.sentencepiece_id_maps)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -283,6 +293,9 @@ def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_
     safe_index = node("Where", [is_piece, flat_index, const("i64_scalar_0b", TensorProto.INT64, [0], [])],
                       ["safe_index"])
     gathered = node("Gather", ["piece_ids", safe_index], ["gathered_ids"], axis=0)
+    if source_to_model is not None:   # SentencePiece ids → the model's (re-numbered, trimmed) ids
+        gathered = node("Gather", [const("source_to_model", TensorProto.INT32, source_to_model), gathered],
+                        ["model_piece_ids"], axis=0)
     tail = node("Where", [is_eos, const("eos_i32", TensorProto.INT32, [eos_token_id], []),
                           const("pad_i32", TensorProto.INT32, [pad_token_id], [])], ["tail_ids"])
     input_ids = node("Where", [is_piece, gathered, tail], ["input_ids"])
@@ -327,7 +340,8 @@ def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_
     inits.append(helper.make_tensor("no_texts", TensorProto.STRING, [0], []))
     body = helper.make_graph(
         [helper.make_node("Gather", [clean, "row"], ["row_ids"], axis=0),
-         helper.make_node("SentencepieceDecoder", ["row_ids"], ["row_text"], domain=CONTRIB_DOMAIN, model=spm_model),
+         helper.make_node("SentencepieceDecoder", ["row_ids"], ["row_text"], domain=CONTRIB_DOMAIN,
+                          model=decoding_spm_model or spm_model),
          helper.make_node("Reshape", ["row_text", minus_one], ["row_text_1d"]),
          helper.make_node("Concat", ["texts_in", "row_text_1d"], ["texts_out"], axis=0),
          helper.make_node("Identity", ["cond_in"], ["cond_out"])],
