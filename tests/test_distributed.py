@@ -235,3 +235,28 @@ def test_the_recipes_training_device_is_obeyed_and_the_environment_overrides_it(
     bad = RECIPE.replace("[training]\n", '[training]\ndevice = "gpu"\n', 1)
     with pytest.raises(RecipeError, match="device must be auto, cpu or cuda"):
         parse_recipe(tomllib.loads(bad), "bad.toml")
+
+
+def test_precision_is_bf16_on_cuda_only_and_bf16_on_the_cpu_is_refused(monkeypatch):
+    from ekd_edge.distill.distributed import bf16, place_teacher, prefer_precision
+    from ekd_edge.errors import EkdError, RecipeError
+    from ekd_edge.models import build_model
+
+    cpu = torch.device("cpu")
+    try:
+        prefer_precision("auto")
+        assert bf16(cpu) is False and bf16(torch.device("cuda", 0)) is True
+        teacher = place_teacher(build_model("nano", 100, seed=0).train(), cpu)
+        assert not teacher.training and next(teacher.parameters()).dtype == torch.float32
+        prefer_precision("fp32")
+        assert bf16(torch.device("cuda", 0)) is False
+        prefer_precision("bf16")
+        with pytest.raises(EkdError, match="needs a CUDA device"):
+            bf16(cpu)
+        with pytest.raises(EkdError, match="expected one of auto, fp32, bf16"):
+            prefer_precision("fp16")
+    finally:
+        prefer_precision("auto")
+    bad = RECIPE.replace("[training]\n", '[training]\ndevice = "cpu"\nprecision = "bf16"\n', 1)
+    with pytest.raises(RecipeError, match="precision = \"bf16\" needs device"):
+        parse_recipe(tomllib.loads(bad), "bad.toml")

@@ -62,6 +62,38 @@ def prefer_device(name: str) -> None:
         _context = None
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+_precision = "auto"              # the recipe's [training] precision (prefer_precision)
+
+
+def prefer_precision(name: str) -> None:
+    """Mixed precision: "auto" (bf16 on CUDA, fp32 on the CPU), "fp32", or "bf16" (CUDA only)."""
+    global _precision
+    if name not in PRECISIONS:
+        raise EkdError(f"[training] precision {name!r}: expected one of {', '.join(PRECISIONS)}")
+    _precision = name
+
+
+def bf16(device: torch.device | None = None) -> bool:
+    """Whether forward passes on ``device`` (default: this rank's) run under bf16 autocast, and
+    teachers in bf16. Only CUDA: on the CPU bf16 is slower here and changes the numbers."""
+    device = device or context().device
+    if _precision == "bf16" and device.type != "cuda":
+        raise EkdError("[training] precision = \"bf16\" needs a CUDA device; use \"auto\" or \"fp32\" on the CPU")
+    return device.type == "cuda" and _precision in ("auto", "bf16")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA when the precision asks for it; a no-op otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16(device))
+
+
+def place_teacher(model, device: torch.device):
+    """A teacher on ``device``, in eval mode, in bf16 on CUDA (it only runs forward passes)."""
+    model.to(device, dtype=torch.bfloat16 if bf16(device) else torch.float32)
+    return model.eval()
+
+
 def wanted_device() -> str:
     """"cpu", "cuda" or "auto": the environment's choice, else the recipe's."""
     wanted = os.environ.get(DEVICE_ENV, "").strip().lower()

@@ -81,6 +81,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, recipe_text: str, resume: bo
     """
     run_dir = Path(run_dir)
     distributed.prefer_device(recipe.training.device)
+    distributed.prefer_precision(recipe.training.precision)
     ctx = distributed.context()
     choices = [t.name for t in recipe.teachers] + (list(BASELINES) if recipe.student is not None else [])
     unknown = sorted(set(only or ()) - set(choices))

@@ -53,6 +53,7 @@ class TrainingSettings:
     threads: int = 0                  # 0 = torch's default
     checkpoint_every: int = 200       # steps between progress checkpoints (0 = only at each model's end)
     device: str = "auto"              # auto (CUDA when present), cpu or cuda; EKD_EDGE_DEVICE overrides
+    precision: str = "auto"           # auto (bf16 autocast + bf16 teachers on CUDA, fp32 on the CPU), fp32, bf16
 
 
 @dataclass
@@ -272,6 +273,8 @@ def validate(recipe: Recipe) -> None:
         (tr.eval_max_new_tokens >= 1, "[training] eval_max_new_tokens must be >= 1"),
         (tr.threads >= 0, "[training] threads must be >= 0 (0 = torch's default)"),
         (tr.device in ("auto", "cpu", "cuda"), f"[training] device must be auto, cpu or cuda (got {tr.device!r})"),
+        (tr.precision in ("auto", "fp32", "bf16"), f"[training] precision must be auto, fp32 or bf16 (got {tr.precision!r})"),
+        (not (tr.precision == "bf16" and tr.device == "cpu"), "[training] precision = \"bf16\" needs device = \"cuda\" (or \"auto\" on a GPU machine)"),
         (all(t.steps >= 0 for t in recipe.teachers), "[[teacher]] steps must be >= 0"),
         (tr.warmup_steps >= 0, "[training] warmup_steps must be >= 0"),
         (0.0 <= tr.min_lr_ratio <= 1.0, "[training] min_lr_ratio must be in [0, 1]"),

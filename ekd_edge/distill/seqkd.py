@@ -150,7 +150,7 @@ def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str],
     ctx = distributed.context()
     if ctx.is_main:
         directory.mkdir(parents=True, exist_ok=True)
-    teacher.model.to(distributed.context().device).eval()
+    distributed.place_teacher(teacher.model, distributed.context().device)
     chunks = range(0, len(src), settings.chunk)
     todo = set(distributed.main_value([s for s in chunks if not (directory / f"chunk-{s:08d}.json").is_file()]))
     decoded = 0

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ekd_edge.data.tokenizer import PAD_ID
+from ekd_edge.distill import distributed
 from ekd_edge.distill.losses import IGNORE, kd_loss
 
 
@@ -36,8 +37,8 @@ class SpeculativeSettings:
     teacher_temperature: float = 1.0
 
 
-def _decoder_inputs(sequences: list[list[int]], start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded [start] + sequence rows and each row's last real position."""
+def _decoder_inputs(sequences: list[list[int]], start: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded [start] + sequence rows and each row's last real position (on ``device``)."""
     length = 1 + max(len(s) for s in sequences)
     ids = torch.full((len(sequences), length), PAD_ID, dtype=torch.long)
     ids[:, 0] = start
@@ -45,11 +46,12 @@ def _decoder_inputs(sequences: list[list[int]], start: int) -> tuple[torch.Tenso
         if seq:
             ids[row, 1: 1 + len(seq)] = torch.tensor(seq)
     last = torch.tensor([len(s) for s in sequences])
-    return ids, last
+    return ids.to(device), last.to(device)
 
 
 def _sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # Drawn on the CPU with the CPU generator: the same draws whatever device the logits are on.
+    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -61,6 +63,7 @@ def interleaved_targets(student, teacher, input_ids, attention_mask, settings: S
     start, eos = config.decoder_start_token_id, config.eos_token_id
     was_training = student.training
     student.eval()
+    device = input_ids.device
     s_enc = student.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
     t_enc = teacher.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
     rows = input_ids.shape[0]
@@ -76,9 +79,10 @@ def interleaved_targets(student, teacher, input_ids, attention_mask, settings: S
         draft_len = [0] * len(active)
         s_active = take(s_enc)
         for _ in range(settings.block):
-            ids, last = _decoder_inputs(drafts, start)
+            ids, last = _decoder_inputs(drafts, start, device)
             logits = student(encoder_outputs=s_active, attention_mask=mask, decoder_input_ids=ids).logits
-            nxt = _sample(logits[torch.arange(len(active)), last], settings.student_temperature, generator)
+            nxt = _sample(logits[torch.arange(len(active), device=device), last], settings.student_temperature,
+                          generator)
             for i, token in enumerate(nxt.tolist()):
                 seq = drafts[i]
                 if (seq and seq[-1] == eos) or len(seq) >= max_new_tokens:
@@ -86,8 +90,8 @@ def interleaved_targets(student, teacher, input_ids, attention_mask, settings: S
                 seq.append(token)
                 draft_len[i] += 1
         # 2. the teacher scores every drafted token in one pass
-        ids, _ = _decoder_inputs(drafts, start)
-        t_logits = teacher(encoder_outputs=take(t_enc), attention_mask=mask, decoder_input_ids=ids).logits
+        ids, _ = _decoder_inputs(drafts, start, device)
+        t_logits = teacher(encoder_outputs=take(t_enc), attention_mask=mask, decoder_input_ids=ids).logits.float().cpu()
         # 3. keep the drafted tokens inside the teacher's top-K; replace the first rejected one
         for i, r in enumerate(active):
             base = len(sequences[r])
@@ -139,11 +143,15 @@ class SpeculativeTeacher:
 
     def __call__(self, model, step: int, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         limit = self.max_new_tokens or labels.shape[1]
+        device = batch["input_ids"].device
+        if next(self.teacher.parameters()).device != device:
+            distributed.place_teacher(self.teacher, device)
         sequences, stats = interleaved_targets(model, self.teacher, batch["input_ids"], batch["attention_mask"],
                                                self.settings, limit, self.generator)
         for key in stats:
             self.stats[key] += stats[key]
         decoder_input_ids, spec_labels = sequences_to_batch(sequences, model.config.decoder_start_token_id)
+        decoder_input_ids, spec_labels = decoder_input_ids.to(device), spec_labels.to(device)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
                   "decoder_input_ids": decoder_input_ids}
         student_logits = model(**inputs).logits

@@ -144,7 +144,7 @@ def _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp, key,
         indices = np.lib.format.open_memmap(tmp / "indices.npy", mode="w+", dtype=np.int32, shape=(total, k))
         tail = np.lib.format.open_memmap(tmp / "tail.npy", mode="w+", dtype=np.float32, shape=(total,))
         np.save(tmp / "offsets.npy", offsets)
-    teacher.to(ctx.device).eval()
+    distributed.place_teacher(teacher, ctx.device)
     order = sorted(range(len(pairs)), key=lambda i: (tgt_lengths[i], src_lengths[i]))  # little padding
     # One batch per rank per round, exactly the batches one process runs; gathering round by round
     # keeps rank 0's memory to one round of rows, whatever the corpus size.

@@ -96,7 +96,7 @@ def train(
     net = distributed.wrap_model(model)
     net.train()
     if teacher is not None:
-        teacher.to(ctx.device).eval()
+        distributed.place_teacher(teacher, ctx.device)
     start = time.perf_counter()
     # Without a terminal (a cluster job, CI, nohup) rich draws nothing until the end: plain lines
     # instead. With one, the same lines still go to the run's log file.
@@ -111,13 +111,14 @@ def train(
             batch, labels, share = distributed.local_batch(full, full_labels)
             if ctx.device.type != "cpu":
                 batch, labels = {k: v.to(ctx.device) for k, v in batch.items()}, labels.to(ctx.device)
-            logits = net(**batch).logits
+            with distributed.autocast(ctx.device):   # bf16 on CUDA ([training] precision); losses cast to fp32
+                logits = net(**batch).logits
             loss = label_smoothed_ce(logits, labels, settings.label_smoothing)
             if kd_term is not None:
                 kd = kd_term(model, first_batch + step, batch, logits, labels)
                 loss = (1.0 - distill.alpha) * loss + distill.alpha * kd
             elif teacher is not None:
-                with torch.no_grad():
+                with torch.no_grad(), distributed.autocast(ctx.device):
                     teacher_logits = teacher(**batch).logits
                 kd = kd_loss(distill.loss, logits, teacher_logits, labels, distill.temperature, distill.jsd_beta)
                 loss = (1.0 - distill.alpha) * loss + distill.alpha * kd

@@ -77,11 +77,14 @@ class BridgedTeacher:
 
     @torch.no_grad()
     def teacher_logits(self, batch: dict) -> torch.Tensor:
+        from ekd_edge.distill import distributed
+
         model = self.teacher.model
         device = batch["input_ids"].device
         if next(model.parameters()).device != device:
-            model.to(device)
-        logits = model(**self.teacher_batch(batch)).logits
+            distributed.place_teacher(model, device)
+        with distributed.autocast(device):
+            logits = model(**self.teacher_batch(batch)).logits
         return logits[:, len(self.target_prefix):]
 
     def __call__(self, model, step: int, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
