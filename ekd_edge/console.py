@@ -59,9 +59,41 @@ def log_to(path: str | Path):
             console.log_file = previous
 
 
-def progress_bar(**kwargs) -> Progress:
-    """A progress bar with count, elapsed and remaining time, plus a free-text status field."""
-    return Progress(
+PLAIN_PROGRESS_EVERY_S = 60.0
+
+
+class _LoggedProgress(Progress):
+    """A rich progress bar that also writes a plain line per task at most every ``every`` seconds
+    (and when the task completes): to the log file under a terminal, to stderr without one (a
+    cluster job, CI, nohup), where rich draws nothing until the end."""
+
+    def __init__(self, *columns, every: float | None = PLAIN_PROGRESS_EVERY_S, **kwargs):
+        super().__init__(*columns, **kwargs)
+        self.every = every
+        self._last_line: dict = {}   # task id → get_time() of its last line (-1: its final line is out)
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        if self.every is None or self.disable:
+            return
+        task = self._tasks[task_id]
+        now = self.get_time()
+        done = task.total is not None and task.completed >= task.total
+        last = self._last_line.setdefault(task_id, task.start_time if task.start_time is not None else now)
+        if now - last >= self.every or (done and last != -1.0):
+            self._last_line[task_id] = -1.0 if done else now
+            status = task.fields.get("status", "")
+            line = (f"{task.description}: {task.completed:,.0f}/{task.total:,.0f}" if task.total else task.description) \
+                + (f" · {status}" if status else "") + f" · {task.elapsed or 0:,.0f} s"
+            console.to_log_file(line) if console.is_terminal else console.log(line)
+
+
+def progress_bar(log_every: float | None = PLAIN_PROGRESS_EVERY_S, **kwargs) -> Progress:
+    """A progress bar with count, elapsed and remaining time, plus a free-text status field.
+
+    ``log_every``: seconds between the plain progress lines of a long task (None: none, for a
+    caller that writes its own)."""
+    return _LoggedProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -70,5 +102,6 @@ def progress_bar(**kwargs) -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
         console=console,
+        every=log_every,
         **kwargs,
     )

@@ -118,6 +118,28 @@ trainer.train(model, BatchStream(pairs, 64, 0), 3, TrainingSettings(warmup_steps
     assert [line.split("step ")[1].split(" ")[0] for line in lines] == ["1/3", "2/3", "3/3"], proc.stderr
 
 
+def test_every_long_job_without_a_terminal_prints_plain_progress_lines(tmp_path):
+    """seq-KD decoding, cache builds and tokenising use the same bars: lines while they run and one
+    at the end, with the count and the status, on stderr without a terminal and in the log file."""
+    code = """
+import time
+from ekd_edge.console import log_to, progress_bar
+with log_to(__import__("sys").argv[1]):
+    with progress_bar(log_every=0.05) as bar:
+        task = bar.add_task("seq-KD decoding", total=3, status="beam 4")
+        for i in range(3):
+            time.sleep(0.06)
+            bar.update(task, completed=i + 1)
+"""
+    log = tmp_path / "run.log"
+    proc = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "seq-KD decoding:" in line]
+    counts = [line.split("decoding: ")[1].split(" ")[0] for line in lines]
+    assert counts == ["1/3", "2/3", "3/3"] and all("beam 4" in line for line in lines), proc.stderr
+    assert log.read_text().count("seq-KD decoding: 3/3") == 1
+
+
 def test_the_second_of_two_identical_cache_builds_yields_to_the_first(tmp_path):
     """Runs sharing a cache directory may build one key at once: the loser's rename must not fail."""
     final = tmp_path / "cache" / "teacher-abc"

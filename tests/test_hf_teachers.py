@@ -215,3 +215,19 @@ def test_trimmed_student_exports_pass_fp32_parity(family, checkpoints, tmp_path,
     assert export_bundle(student, tmp_path / "onnx", parity_texts=texts, max_new_tokens=16)["parity"]["status"] == "passed"
     ct2 = export_ct2_bundle(student, tmp_path / "ct2", quantization="float32", parity_texts=texts, max_new_tokens=16)
     assert ct2["parity"]["status"] == "passed"
+
+
+@pytest.mark.parametrize("family, steering, needles", [
+    ("nllb", {"src_lang": "eng_Latn"}, ["[[teacher]] #1 ('big') tgt_lang", "needs its tgt language token"]),
+    ("nllb", {"src_lang": "eng_Latn", "tgt_lang": "deu_Fake"}, ["tgt_lang = 'deu_Fake'", "not a language token"]),
+    ("mbart50", {}, ["src_lang", "a mbart teacher needs its src language token"]),
+    ("t5", {}, ["[[teacher]] #1 ('big') prefix", "needs its task prefix"]),
+    ("marian-opus", {"src_lang": "en"}, ["src_lang", "only M2M100/NLLB and mBART teachers take language tokens"]),
+])
+def test_a_teachers_missing_or_wrong_steering_is_one_line_before_training(family, steering, needles, checkpoints,
+                                                                           tmp_path, capsys):
+    from test_bad_input import fails_cleanly
+
+    path = recipe(tmp_path, checkpoints[family], steering, adopt=False)
+    fails_cleanly(capsys, tmp_path, ["distill", path, "--run-dir", tmp_path / "run"], *needles)
+    assert not (tmp_path / "run").exists()

@@ -48,7 +48,7 @@ from ekd_edge.errors import CorpusError, EkdError, RecipeError
 from ekd_edge.files import LOCK_NAME, RunLock, replace_dir, staged, write_json_atomic, write_text_atomic
 from ekd_edge.models import build_model, count_parameters, load_model, save_model
 from ekd_edge.models.teacher import (check_teacher_checkpoint, load_teacher, load_teacher_tokenizer, teacher_kind,
-                                     weights_digest)
+                                     teacher_prompt, weights_digest)
 
 
 def prepare_run_dir(run_dir: Path, recipe: Recipe, recipe_text: str, write: bool = True) -> None:
@@ -177,8 +177,11 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
     kinds = {t.name: teacher_kind(t.checkpoint, tokenizer_dir) if t.checkpoint else "native" for t in recipe.teachers}
     stage_settings = {}
     for k, teacher in enumerate(recipe.teachers, start=1):
+        if teacher.checkpoint:   # language codes and prefix, checked against the teacher's tokenizer
+            teacher_prompt(teacher.checkpoint, kinds[teacher.name], tokenizer, teacher.src_lang, teacher.tgt_lang,
+                           teacher.prefix, where=f"{recipe.source} [[teacher]] #{k} ({teacher.name!r})")
         if recipe.student is None:
-            break
+            continue
         stage_settings[k] = resolve_stage(recipe.stage(k), kinds[teacher.name], k, teacher.name, recipe.source)
         if teacher.checkpoint and kinds[teacher.name] == "native":
             check_stage_fits(recipe, k, Path(teacher.checkpoint))

@@ -13,15 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ekd_edge.console import console, progress_bar
+from ekd_edge.console import PLAIN_PROGRESS_EVERY_S, console, progress_bar
 from ekd_edge.distill import distributed
 from ekd_edge.distill.batches import BatchStream
 from ekd_edge.distill.checkpointing import ProgressFile
 from ekd_edge.distill.losses import kd_loss, label_smoothed_ce
 from ekd_edge.distill.recipe import DistillSettings, TrainingSettings
-
-
-PLAIN_PROGRESS_EVERY_S = 60.0
 
 
 @dataclass
@@ -101,7 +98,7 @@ def train(
     # Without a terminal (a cluster job, CI, nohup) rich draws nothing until the end: plain lines
     # instead. With one, the same lines still go to the run's log file.
     last_plain = start
-    with progress_bar(disable=not ctx.is_main) as bar:
+    with progress_bar(disable=not ctx.is_main, log_every=None) as bar:   # its own lines, below
         task = bar.add_task(description, total=steps, completed=start_step, status="")
         for step in range(start_step, steps):
             for group in optimizer.param_groups:

@@ -193,15 +193,23 @@ def prompt_settings(config: dict, tokenizer, directory: Path, src_lang: str, tgt
     return out
 
 
+def teacher_prompt(directory: str | Path, kind: str, run_tokenizer=None, src_lang: str = "", tgt_lang: str = "",
+                   prefix: str = "", where: str = "teacher") -> tuple[dict, object, dict]:
+    """(config, the tokenizer it speaks, prompt settings): everything but the weights, so a recipe's
+    language codes and prefix are checked before any training starts."""
+    directory = Path(directory)
+    config = check_teacher_checkpoint(directory, where)
+    tokenizer = run_tokenizer if kind == "native" else load_teacher_tokenizer(directory)
+    return config, tokenizer, prompt_settings(config, tokenizer, directory, src_lang, tgt_lang, prefix, where)
+
+
 def load_teacher(name: str, directory: str | Path, kind: str, run_tokenizer=None, src_lang: str = "",
                  tgt_lang: str = "", prefix: str = "", where: str = "teacher") -> Teacher:
     """Load a teacher for a stage. A native teacher speaks ``run_tokenizer``; the others bring their own."""
     from transformers import AutoModelForSeq2SeqLM
 
     directory = Path(directory)
-    config = check_teacher_checkpoint(directory, where)
-    tokenizer = run_tokenizer if kind == "native" else load_teacher_tokenizer(directory)
-    prompt = prompt_settings(config, tokenizer, directory, src_lang, tgt_lang, prefix, where)
+    config, tokenizer, prompt = teacher_prompt(directory, kind, run_tokenizer, src_lang, tgt_lang, prefix, where)
     safetensors = weight_files(directory)[0].suffix == ".safetensors"
     try:
         with warnings.catch_warnings():
