@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,19 @@ def test_smoke_runs_refuse_to_overwrite_committed_results():
         proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--smoke"],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and "--smoke writes no committed result" in proc.stderr
+
+
+def test_gpu_smoke_runs_every_method_on_the_cpu(tmp_path, no_network):
+    """The prepared GPU check, on the CPU: every ladder and the pruning recovery finish, each stage with
+    the method (and kind of teacher) it is there to exercise."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py"), "--devices", "cpu",
+                           "--steps", "2", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "result.json").read_text())["results"]["cpu"]
+    seen = {(s["method"], s["kind"]) for name, r in result.items() if name != "prune-recovery"
+            for s in r["stages"].values()}
+    assert seen == {("word_kd", "native"), ("seq_kd", "native"), ("speculative", "native"), ("seq_kd", "foreign"),
+                    ("word_kd", "bridged")}
+    cached = result["cached-speculative"]["stages"]["stage-1"]
+    assert cached["method"] == "word_kd" and result["prune-recovery"]["ok"]
