@@ -231,3 +231,17 @@ def test_a_teachers_missing_or_wrong_steering_is_one_line_before_training(family
     path = recipe(tmp_path, checkpoints[family], steering, adopt=False)
     fails_cleanly(capsys, tmp_path, ["distill", path, "--run-dir", tmp_path / "run"], *needles)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("family, adopt, method, kind", [("nllb", False, "seq_kd", "foreign"),
+                                                         ("marian-opus", True, "word_kd", "bridged")])
+def test_direct_kd_baseline_learns_from_a_top_teacher_of_another_vocabulary_as_its_stage_does(
+        family, adopt, method, kind, checkpoints, tmp_path):
+    path = recipe(tmp_path, checkpoints[family], STEERING[family], adopt=adopt)
+    path.write_text(path.read_text().replace("[student]\n", '[student]\nbaselines = ["direct-kd"]\n'))
+    assert main(["distill", str(path), "--run-dir", str(tmp_path / "run")]) == 0
+    stage = json.loads((tmp_path / "run" / "students" / "stage-1" / "metrics.json").read_text())
+    baseline = json.loads((tmp_path / "run" / "baselines" / "direct-kd" / "metrics.json").read_text())
+    assert (baseline["stage_method"]["method"], baseline["stage_method"]["teacher_kind"]) == (method, kind)
+    assert baseline["stage_method"]["method"] == stage["stage_method"]["method"]
+    assert baseline["steps"] == stage["steps"]   # one stage: the ladder's total steps

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -188,12 +188,17 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
         if teacher.checkpoint and kinds[teacher.name] == "foreign":
             console.log(f"teacher {teacher.name!r}: its own tokenizer ({Path(teacher.checkpoint).name}), so stage {k} "
                         f"distils by {stage_settings[k].method}")
-    top = recipe.teachers[-1]
-    wanted_direct = "direct-kd" in baselines or (only and "direct-kd" in only)
-    if wanted_direct and kinds[top.name] != "native":
-        raise RecipeError(f"{recipe.source} baseline direct-kd: word-level KD from the top teacher {top.name!r} alone "
-                          "needs a teacher of the student's very vocabulary; drop the baseline for this ladder")
     vocab_map = read_vocab_map(tokenizer_dir)
+    top, last = recipe.teachers[-1], len(recipe.teachers)
+    top_plan = None
+    if recipe.student is not None and kinds[top.name] != "native":
+        def top_plan(student):   # direct-kd from a top teacher of another vocabulary: as its stage teaches
+            settings = replace(stage_settings[last], init="warm")
+            teacher = load_teacher(top.name, top.checkpoint, kinds[top.name], tokenizer, top.src_lang, top.tgt_lang,
+                                   top.prefix, where=f"{recipe.source} [[teacher]] #{last} ({top.name!r})")
+            plan = plan_stage(settings, last, recipe, student, teacher, stream, tokenizer, train_text.src,
+                              train_text.tgt, cache_root, vocab_map)
+            return replace(plan, first_batch=0)
 
     # On disk, memory-mapped (batches.py): a large corpus never sits in Python lists; reused on restart.
     truncate_to = recipe.data.max_length if recipe.data.long_pairs == "truncate" else None
@@ -287,7 +292,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
 
         if pending:   # the students the ladder must beat (methods.py)
             run_baselines(recipe, run_dir, stream, vocab_size, teacher_dirs[-1], tokenizer_dir, finish, names=pending,
-                          cache_root=cache_root)
+                          cache_root=cache_root, top_plan=top_plan)
         if helper is not None:
             helper.wait()
     except BaseException:   # a failed or interrupted ladder takes its second job down with it

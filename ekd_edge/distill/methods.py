@@ -136,9 +136,13 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, stream
 
 
 def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_dir: Path, tokenizer_dir: Path,
-                  finish, names=BASELINES, cache_root: Path | None = None) -> None:
+                  finish, names=BASELINES, cache_root: Path | None = None, top_plan=None) -> None:
     """The two students EKD must beat, each trained for the ladder's total student steps from scratch:
     ``ce-only`` (no teacher) and ``direct-kd`` (word-level KD from the strongest teacher alone).
+
+    ``top_plan(student)`` (a StagePlan) replaces word-level KD for a top teacher that does not speak
+    the student's vocabulary: direct-kd then learns from it as the last stage does (its seq-KD
+    translations, or KD through the id map), still alone and for the ladder's total steps.
 
     ``finish(model, out_dir, role, result, extra)`` is the ladder's evaluate-and-save step, so the
     baselines are scored exactly like the EKD stages. Finished baselines are never retrained.
@@ -154,8 +158,13 @@ def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_di
         if is_done(out_dir):
             continue
         student = build_model(recipe.student.size, vocab_size, seed=recipe.seed + 1000, dropout=recipe.training.dropout)
-        teacher = load_model(top_teacher_dir, expected_vocab=tokenizer_dir) if name == "direct-kd" else None
-        kd_term, cache_k = None, recipe.stage(len(recipe.teachers)).teacher_cache_k
+        batches, notes = stream, None
+        if name == "direct-kd" and top_plan is not None:
+            plan = top_plan(student)
+            batches, teacher, kd_term, cache_k, notes = plan.stream, plan.teacher, plan.kd_term, 0, plan.notes
+        else:
+            teacher = load_model(top_teacher_dir, expected_vocab=tokenizer_dir) if name == "direct-kd" else None
+            kd_term, cache_k = None, recipe.stage(len(recipe.teachers)).teacher_cache_k
         if teacher is not None and cache_k:   # the same KD signal as the last EKD stage: its top-k cache
             from ekd_edge.distill.teacher_cache import CachedTeacher, build_teacher_cache
 
@@ -163,11 +172,12 @@ def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_di
             cache = build_teacher_cache(teacher, top_teacher_dir, stream.pairs, cache_root or Path(run_dir) / "cache", cache_k,
                                         ds.temperature, description=f"baseline {name}: teacher top-{cache_k}")
             kd_term, teacher = CachedTeacher(cache, stream, ds.loss, ds.temperature, ds.jsd_beta), None
-        result = train(student, stream, total, with_lr(recipe.training, recipe.student.lr), teacher=teacher,
+        result = train(student, batches, total, with_lr(recipe.training, recipe.student.lr), teacher=teacher,
                        kd_term=kd_term, distill=recipe.distill if name == "direct-kd" else None,
                        description=f"baseline {name}",
                        seed=recipe.seed + 2000, progress=ProgressFile.for_model(out_dir, "baseline", total),
                        checkpoint_every=recipe.training.checkpoint_every)
         finish(student, out_dir, "baseline", result,
                {"baseline": name, "teacher": str(top_teacher_dir) if name == "direct-kd" else None,
-                "teacher_cache_k": cache_k if name == "direct-kd" else None})
+                "teacher_cache_k": cache_k if name == "direct-kd" else None,
+                **({"stage_method": notes} if notes is not None else {})})
