@@ -21,6 +21,9 @@ library with its parity gate (and, for trained students, its BLEU gate on valida
   onefile-int8-dynamic          lean graphs, dynamic int8
   onefile-int8-blockwise-untied lean graphs, block-wise int8 (MatMulNBits), float32 embedding table
   onefile-int8                  lean, block-wise int8, tied table stored once as int8 (profile onefile-x86)
+  onefile-int8-output-vocab     onefile-int8 with the training targets' pieces as output vocabulary
+  onefile-int8-no-attention-op  onefile-int8 with attention as small nodes, not onnxruntime's MultiHeadAttention kernel
+  onefile-int8-norm-op          onefile-int8 with SkipLayerNormalization kernels for residual + LayerNorm as well
   onefile-int8-weight-only      lean, int8 weights multiplied in float32
   onefile-int8-portable         the Android app's build (lean, dynamic int8, portable numerics)
 
@@ -52,6 +55,7 @@ from ekd_edge.bench.probe import measure_app_footprint  # noqa: E402
 from ekd_edge.bench.provenance import Provenance  # noqa: E402
 from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data.corpus import load_corpus  # noqa: E402
+from ekd_edge.export.marian_graph import DEFAULT_FUSED_OPS  # noqa: E402
 from ekd_edge.files import write_bytes_atomic  # noqa: E402
 
 TEACHER_M = REPO / "ekd_edge" / "teachers" / "lo-help-en-de" / "teacher-m"
@@ -64,6 +68,10 @@ ONEFILE = {
     "onefile-int8-dynamic": dict(quantize="int8", int8_kernel="dynamic"),
     "onefile-int8-blockwise-untied": dict(quantize="int8", int8_kernel="blockwise", tie_int8_embeddings=False),
     "onefile-int8": dict(quantize="int8", int8_kernel="blockwise"),
+    "onefile-int8-output-vocab": dict(quantize="int8", int8_kernel="blockwise", output_vocabulary="training-targets"),
+    "onefile-int8-no-attention-op": dict(quantize="int8", int8_kernel="blockwise", fused_ops=()),
+    "onefile-int8-norm-op": dict(quantize="int8", int8_kernel="blockwise",
+                                 fused_ops=("MultiHeadAttention", "SkipLayerNormalization")),
     "onefile-int8-weight-only": dict(quantize="int8", int8_kernel="weight-only"),
     "onefile-int8-portable": dict(quantize="int8", int8_kernel="dynamic", portable=True, quant_arch="arm64"),
 }
@@ -73,6 +81,9 @@ LEVERS = (
     ("lean graphs (dynamic int8)", "onefile-int8-dynamic", "onefile-int8-optimum-dynamic"),
     ("block-wise int8 instead of dynamic int8", "onefile-int8-blockwise-untied", "onefile-int8-dynamic"),
     ("tied embedding table stored once as int8", "onefile-int8", "onefile-int8-blockwise-untied"),
+    ("output vocabulary: the training targets' pieces only", "onefile-int8-output-vocab", "onefile-int8"),
+    ("MultiHeadAttention kernel instead of small attention nodes", "onefile-int8", "onefile-int8-no-attention-op"),
+    ("SkipLayerNormalization kernels as well", "onefile-int8-norm-op", "onefile-int8"),
     ("weight-only int8 (float32 products) instead of block-wise", "onefile-int8-weight-only", "onefile-int8"),
     ("portable numerics (the app's build) instead of fast", "onefile-int8-portable", "onefile-int8-dynamic"),
     ("all kept levers: shipped int8 now vs before", "onefile-int8", "onefile-int8-optimum-dynamic"),
@@ -82,14 +93,15 @@ NOT_BUILT = {
     "GreedySearch instead of one-beam BeamSearch": "onnxruntime's GreedySearch accepts decoder-only (GPT) models "
                                                   "only: loading an encoder-decoder one fails in GreedySearch::Init",
     "key/value cache in a shared buffer (DecoderMaskedMultiHeadAttention)": "past_present_share_buffer and "
-        "DecoderMaskedMultiHeadAttention have CUDA kernels only; on the CPU each step concatenates the cache "
-        "(its share of a step's kernel time is in step_costs)",
-    "vocabulary shortlist / trimmed output projection": "not built: needs the vocabulary trimming of the teacher "
-                                                        "work (ids mapped in the graph); the output projection's "
-                                                        "cost is inside 'matrix products'",
+        "DecoderMaskedMultiHeadAttention have CUDA kernels only; on the CPU each step copies the cache into a "
+        "new present tensor (inside the MultiHeadAttention kernel, or a Concat without it)",
+    "per-sentence vocabulary shortlist": "BeamSearch takes its vocabulary size from the decoder subgraph's logits "
+                                          "shape when the model loads, so the search width cannot change per "
+                                          "sentence; the static output vocabulary (a lever above) is the part built",
 }
 PAIRS = (
     ("onefile-int8", "ct2-int8", "one-file int8 vs CTranslate2 int8 (goal <= 1.0x)"),
+    ("onefile-int8-output-vocab", "ct2-int8", "one-file int8 with an output vocabulary vs CTranslate2 int8"),
     ("onefile-int8", "pytorch", "one-file int8 vs PyTorch eager (goal <= 0.125x)"),
     ("onefile-fp32", "ct2-fp32", "one-file fp32 vs CTranslate2 float32"),
     ("onefile-int8-portable", "ct2-int8", "the app's one-file int8 (portable) vs CTranslate2 int8"),
@@ -120,7 +132,9 @@ def random_student(out: Path, forced_length: int) -> Path:
     return out
 
 
-def ensure_exports(name: str, student: Path, work: Path, valid, trained: bool, max_new_tokens: int) -> list[EngineSpec]:
+def ensure_exports(name: str, student: Path, work: Path, valid, train_targets: list[str], trained: bool,
+                   max_new_tokens: int) -> list[EngineSpec]:
+    from ekd_edge.data.tokenizer import target_side_ids
     from ekd_edge.export.ct2 import export_ct2_bundle
     from ekd_edge.export.onefile import export_onefile
 
@@ -135,18 +149,40 @@ def ensure_exports(name: str, student: Path, work: Path, valid, trained: bool, m
                 export_ct2_bundle(student, bundle, quantization="int8" if precision == "int8" else "float32",
                                   parity_texts=gate["parity_texts"], max_new_tokens=max_new_tokens, force=True)
         specs.append(EngineSpec(f"ct2-{precision}", "ctranslate2", bundle, precision))
+    output_ids = None
     for variant, settings in ONEFILE.items():
         bundle = work / variant
-        if not (bundle / "manifest.json").is_file():
+        settings = dict(settings)
+        if settings.pop("output_vocabulary", None):  # as `ekd-edge export --output-vocabulary training-targets`
+            output_ids = output_ids or target_side_ids(student, train_targets)
+            settings["output_ids"] = output_ids
+        if not _exported_as(bundle, settings):
             with console.status(f"{name}: {variant}"):
                 export_onefile(student, bundle, **settings, **gate)
         specs.append(EngineSpec(variant, "onnxruntime-onefile", bundle, "int8" if "int8" in variant else "fp32"))
     return specs
 
 
-def measure_student(name: str, student: Path, work: Path, texts: list[str], valid, *, trained: bool,
-                    max_new_tokens: int, warmup: int) -> dict:
-    specs = ensure_exports(name, student, work, valid, trained, max_new_tokens)
+def _exported_as(bundle: Path, settings: dict) -> bool:
+    """Whether ``bundle`` holds an export made with these one-file settings (kept from an earlier run)."""
+    if not (bundle / "manifest.json").is_file():
+        return False
+    recorded = json.loads((bundle / "manifest.json").read_text())["settings"]
+    quantize, graphs = settings.get("quantize"), settings.get("graphs", "lean")
+    kernel = settings.get("int8_kernel", "dynamic") if quantize else None
+    wanted = {"graphs": graphs, "quantize": quantize, "int8_kernel": kernel,
+              "int8_embeddings": graphs == "lean" and kernel not in (None, "dynamic")
+              and settings.get("tie_int8_embeddings", True),
+              "numerics": "portable" if settings.get("portable") else "fast",
+              "output_vocabulary": len(settings["output_ids"]) if "output_ids" in settings else None,
+              "fused_ops": sorted(settings.get("fused_ops", DEFAULT_FUSED_OPS))
+              if graphs == "lean" and not settings.get("portable") else []}
+    return all(recorded.get(key) == value for key, value in wanted.items())
+
+
+def measure_student(name: str, student: Path, work: Path, texts: list[str], valid, train_targets: list[str], *,
+                    trained: bool, max_new_tokens: int, warmup: int) -> dict:
+    specs = ensure_exports(name, student, work, valid, train_targets, trained, max_new_tokens)
     translators = {spec.name: load_engine(spec, 1) for spec in specs}
     with console.status(f"{name}: {len(texts)} sentences x {len(specs)} engines") as status:
         timings = interleaved_latency(translators, texts, warmup=warmup, max_new_tokens=max_new_tokens,
@@ -219,6 +255,7 @@ def main() -> int:
     provenance = Provenance.begin(threads=1, settings={k: str(v) for k, v in vars(args).items()})
     corpus = load_corpus("lo-help-en-de")
     test, valid = corpus.split("test"), corpus.split("valid")
+    train_targets = corpus.split("train").tgt  # the output vocabulary's pieces
     texts = test.src[: args.sentences]
     students = {}
     for name in args.students:
@@ -229,11 +266,11 @@ def main() -> int:
         else:
             student, trained, limit = random_student(args.work / "random-16m", args.forced_length), False, \
                 args.forced_length
-        students[name] = measure_student(name, student, args.work / name, texts, valid, trained=trained,
-                                         max_new_tokens=limit, warmup=args.warmup)
+        students[name] = measure_student(name, student, args.work / name, texts, valid, train_targets,
+                                         trained=trained, max_new_tokens=limit, warmup=args.warmup)
     for name, student in extra.items():
-        students[name] = measure_student(name, student, args.work / name, texts, valid, trained=True,
-                                         max_new_tokens=128, warmup=args.warmup)
+        students[name] = measure_student(name, student, args.work / name, texts, valid, train_targets,
+                                         trained=True, max_new_tokens=128, warmup=args.warmup)
     import ctranslate2
     import onnxruntime_extensions
 
@@ -268,20 +305,37 @@ def render(payload: dict) -> str:
     for name, s in payload["students"].items():
         label = "trained" if s["trained"] else "random weights, EOS blocked: latency only"
         lines += [f"## {name}: `{s['student']}` ({s['params'] / 1e6:.2f}M parameters, {label})", "",
-                  "| engine | p50 ms | p90 ms | tokens/s | size MB | parity | BLEU drop | app peak MB | app model MB | app load s |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| engine | p50 ms | p90 ms | tokens/s | size MB | parity | BLEU drop | app peak MB "
+                  "| app peak beyond Python MB | app model MB | app load s |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for engine, e in s["engines"].items():
             parity = (e.get("export_parity") or {}).get("rate")
             drop = (e.get("quality_gate") or {}).get("bleu_drop")
             app = e.get("app_memory") or {}
             lines.append(f"| {engine} | {e['p50_ms']:.2f} | {e['p90_ms']:.2f} | {e['tokens_per_s']:.0f} | {e['size_mb']:.2f} "
                          f"| {_fmt(parity, '.3f')} | {_fmt(drop, '.2f')} | {_fmt(app.get('peak_rss_mb'), '.1f')} "
+                         f"| {_fmt(app.get('beyond_python_mb'), '.1f')} "
                          f"| {_fmt(app.get('model_mb'), '.1f')} | {_fmt(app.get('load_s'), '.3f')} |")
         lean = s["engines"][HEADLINE].get("app_memory_lean_session")
         if lean:
             lines += ["", f"{HEADLINE} with the lean-memory session settings (no arena, no memory pattern, no "
                           f"pre-packing): app peak {lean['peak_rss_mb']:.1f} MB, model {lean['model_mb']:.1f} MB, "
                           f"idle runtime {lean['idle_rss_mb']:.1f} MB."]
+        kinds = []
+        for engine in (HEADLINE, "ct2-int8"):
+            memory = s["engines"][engine].get("app_memory") or {}
+            idle, end = memory.get("idle_kinds_mb") or {}, memory.get("end_kinds_mb") or {}
+            if idle and end:
+                kinds.append(f"{engine} anon {idle['anon']:.1f} -> {end['anon']:.1f} MB, file {idle['file']:.1f} -> "
+                             f"{end['file']:.1f} MB")
+        if kinds:
+            lines += ["", "Resident set by kind, runtime imported -> after the last sentence (anon: heap and other "
+                          "private memory; file: mapped pages of the runtime's libraries and files): "
+                      + "; ".join(kinds) + "."]
+        lines += ["", "App memory: a fresh process holding only the runtime (onnxruntime + extensions library + numpy, or "
+                      "ctranslate2 + sentencepiece) translates 20 sentences; peak = VmHWM; beyond Python = peak less the "
+                      "bare interpreter and less numpy's import (the onnxruntime Python package needs numpy, an app "
+                      "does not); model = peak less the process with the runtime imported and no model."]
         lines += ["", "| A / B | median | p10 | p90 | A faster on |", "| --- | ---: | ---: | ---: | ---: |"]
         for pair, r in s["pairs"].items():
             lines.append(f"| {pair} | {r['median']:.3f}x | {r['p10']:.3f}x | {r['p90']:.3f}x | {r['wins']}/{r['n']} |")

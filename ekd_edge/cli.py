@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 target instruction set (default: avx512_vnni)")
     p.add_argument("--int8-kernel", choices=["dynamic", "blockwise", "weight-only"],
                    help="how a one-file int8 model multiplies: dynamic (int8 activations per tensor), blockwise "
-                        "(int8 weights and activations in blocks of 32; the fastest on x86) or weight-only "
+                        "(int8 weights and activations in blocks of up to 128 inputs; the fastest on x86) or weight-only "
                         "(int8 weights, float32 products); default: the profile's, else dynamic")
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-channel int8 weight scales (default: on)")
@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="structured pruning before export (the profile's [prune], else half the FFN channels, "
                         "one decoder layer, 300 KD recovery steps)")
     p.add_argument("--mobile", choices=["arm", "amd64"], help="also write .ort graphs + required_operators.config")
+    p.add_argument("--output-vocabulary", choices=["full", "training-targets"],
+                   help="one-file models: 'training-targets' lets the decoder produce only the pieces of the "
+                        "corpus's training targets (fewer output rows per step; default: the profile's, else full)")
     p.add_argument("--quality-sentences", type=COUNT, help=f"validation sentences of the BLEU gate, 0 skips it (default: {QUALITY_SENTENCES})")
     p.add_argument("--max-bleu-drop", type=NON_NEGATIVE, help=f"largest BLEU drop the gate accepts (default: {MAX_BLEU_DROP})")
     # None = the profile's value (or GateSettings' default): an explicit value always wins.

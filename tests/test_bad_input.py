@@ -389,6 +389,9 @@ BAD_INPUTS = {
     "export-blockwise-kernel-for-optimum-layout": lambda tmp_path, ckpt, bundle: (
         ["export", ckpt, "--out", tmp_path / "b", "--quantize", "int8", "--int8-kernel", "blockwise"],
         ["quantize.kernel", "onefile only"]),
+    "export-output-vocabulary-for-optimum-layout": lambda tmp_path, ckpt, bundle: (
+        ["export", ckpt, "--out", tmp_path / "b", "--output-vocabulary", "training-targets"],
+        ["onefile.output_vocabulary", "onefile only"]),
 }
 
 

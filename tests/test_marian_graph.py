@@ -15,9 +15,14 @@ INT8_BLOCK = 32
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def graphs(sharp_checkpoint, tmp_path_factory):
-    return write_marian_graphs(sharp_checkpoint, tmp_path_factory.mktemp("lean") / "graphs")
+FUSED = {"plain": (), "attention-op": ("MultiHeadAttention",),
+         "attention-and-norm-ops": ("MultiHeadAttention", "SkipLayerNormalization")}
+
+
+@pytest.fixture(scope="module", params=sorted(FUSED))
+def graphs(request, sharp_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lean") / "graphs"
+    return write_marian_graphs(sharp_checkpoint, out, fused_ops=FUSED[request.param]), FUSED[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +49,7 @@ def test_three_steps_of_lean_graphs_equal_pytorch_logits(graphs, sharp_checkpoin
     import torch
     from transformers import MarianMTModel
 
+    graphs, _ = graphs
     ids, mask = batch
     model = MarianMTModel.from_pretrained(sharp_checkpoint).eval()
     decoder_ids = torch.tensor([[0, 11, 25], [0, 12, 6]])
@@ -77,15 +83,30 @@ def test_a_decoder_step_is_a_fraction_of_optimums_nodes(graphs, sharp_checkpoint
 
     from ekd_edge.export.onefile import export_separate_graphs
 
+    graphs, fused = graphs
     step = onnx.load(str(graphs / "decoder_with_past_model.onnx"))
     layers = json.loads((graphs / "config.json").read_text())["decoder_layers"]
     # per layer: q/k/v as one product, the cross-attention query, two output projections, two FFN
-    # products, and two products in each attention (scores, context); plus the output projection
+    # products, and two products in each attention (scores, context) unless one kernel attends;
+    # plus the output projection
     products = [n for n in step.graph.node if n.op_type in ("MatMul", "FusedMatMul")]
-    assert len(products) == 10 * layers + 1
-    traced = onnx.load(str(export_separate_graphs(sharp_checkpoint, tmp_path / "traced", tmp_path / "raw")
-                           / "decoder_with_past_model.onnx"))
-    assert len(step.graph.node) * 3 < len(traced.graph.node)
+    kinds = [n.op_type for n in step.graph.node]
+    if "MultiHeadAttention" in fused:
+        assert len(products) == 6 * layers + 1 and kinds.count("MultiHeadAttention") == 2 * layers
+        assert "Concat" not in kinds and "Softmax" not in kinds
+    else:
+        assert len(products) == 10 * layers + 1 and "MultiHeadAttention" not in kinds
+    norms = 3 * layers  # after self-attention, cross-attention and the feed-forward block
+    if "SkipLayerNormalization" in fused:
+        assert kinds.count("SkipLayerNormalization") == norms and "LayerNormalization" not in kinds
+    else:
+        assert kinds.count("LayerNormalization") == norms
+    # cache outputs come straight from the node that makes them: no Identity copies per step
+    assert "Identity" not in kinds
+    if not fused:  # the plain graphs have the most nodes: fused ones are smaller still
+        traced = onnx.load(str(export_separate_graphs(sharp_checkpoint, tmp_path / "traced", tmp_path / "raw")
+                               / "decoder_with_past_model.onnx"))
+        assert len(step.graph.node) * 3 < len(traced.graph.node)
 
 
 def test_int8_blocks_round_trip_within_half_a_step_and_keep_each_blocks_extreme():

@@ -12,16 +12,19 @@ seconds, load_s, memory), without token ids.
 import json
 import os
 import platform
+import sys
 import time
 
-from ort_onefile import memory_mib, memory_record, runner_args, write_result
+from ort_onefile import memory_mib, memory_record, resident_kinds_mib, runner_args, write_result
 
 
 def run(bundle, texts, threads=None, max_new_tokens=128, warmup=3):
+    python_mb, _ = memory_mib()
     import ctranslate2
     import sentencepiece
 
     idle_mb, _ = memory_mib()
+    idle_kinds = resident_kinds_mib()
     with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as fh:
         variant = json.load(fh).get("variant", "int8")
     start = time.perf_counter()
@@ -47,7 +50,8 @@ def run(bundle, texts, threads=None, max_new_tokens=128, warmup=3):
         seconds.append(time.perf_counter() - start)
     return {"machine": platform.machine(), "python": platform.python_version(),
             "ctranslate2": ctranslate2.__version__, "threads": threads, "load_s": load_s, "warmup": warmup,
-            "translations": translations, "seconds": seconds, "memory": memory_record(idle_mb, loaded_mb)}
+            "translations": translations, "seconds": seconds, "memory": memory_record(idle_mb, loaded_mb, idle_kinds, python_mb,
+                                                                           0.0 if "numpy" not in sys.modules else None)}
 
 
 def main(argv=None):

@@ -176,6 +176,7 @@ OP_CATEGORIES = {
     "softmax, layer norm, activation": ("Softmax", "LayerNormalization", "SkipLayerNormalization", "QuickGelu",
                                         "Sigmoid", "Gelu", "Relu"),
     "cache concatenation": ("Concat",),
+    "attention kernel (with its cache copy)": ("MultiHeadAttention",),
 }
 
 

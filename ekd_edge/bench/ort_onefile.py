@@ -36,12 +36,34 @@ def memory_mib():
     return values.get("VmRSS"), values.get("VmHWM")
 
 
-def memory_record(idle_mb, loaded_mb):
-    """The memory a standalone runner reports: resident set idle, loaded, at its peak (now)."""
+def resident_kinds_mib():
+    """This process's resident set split into heap and other private memory ("anon") and pages of
+    mapped files, the runtime's code among them ("file"), in MiB; {} off Linux."""
+    values = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    values[line[3:7].lower()] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return values
+
+
+def memory_record(idle_mb, loaded_mb, idle_kinds=None, python_mb=None, numpy_mb=0.0):
+    """The memory a standalone runner reports: resident set idle, loaded, at its peak (now), and
+    the anon/file split idle and at the end. ``python_mb`` is the interpreter alone (before any
+    import) and ``numpy_mb`` what importing numpy added: the onnxruntime Python package needs
+    numpy, an app does not, so ``beyond_python_mb`` (peak less both) is the runtime's and the
+    model's share, comparable between runtimes."""
     _, peak_mb = memory_mib()
+    known = peak_mb is not None and python_mb is not None and numpy_mb is not None
     return {"idle_rss_mb": idle_mb, "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_mb,
             "model_mb": peak_mb - idle_mb if peak_mb is not None and idle_mb is not None else None,
-            "source": "/proc/self/status VmRSS (idle, loaded), VmHWM (peak)",
+            "python_rss_mb": python_mb, "numpy_mb": numpy_mb,
+            "beyond_python_mb": peak_mb - python_mb - numpy_mb if known else None,
+            "idle_kinds_mb": idle_kinds, "end_kinds_mb": resident_kinds_mib(),
+            "source": "/proc/self/status VmRSS (idle, loaded), VmHWM (peak), RssAnon/RssFile (kinds)",
             "torch_imported": "torch" in sys.modules}
 
 
@@ -106,10 +128,14 @@ def session_for(bundle, threads=None, preset="default"):
 
 
 def run(bundle, texts, threads=None, max_new_tokens=128, num_beams=1, warmup=3, preset="default"):
+    python_mb, _ = memory_mib()
     import numpy as np
+
+    numpy_mb = memory_mib()[0] - python_mb if python_mb is not None else None
     import onnxruntime  # imported before "idle" is read: the runtime is part of the base cost
 
     idle_mb, _ = memory_mib()
+    idle_kinds = resident_kinds_mib()
     start = time.perf_counter()
     session, level, settings = session_for(bundle, threads, preset)
     load_s = time.perf_counter() - start
@@ -140,7 +166,7 @@ def run(bundle, texts, threads=None, max_new_tokens=128, num_beams=1, warmup=3, 
     return {"machine": platform.machine(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "threads": threads, "load_s": load_s,
             "graph_optimization_level": level, "session_preset": preset, "warmup": warmup, "ids": ids,
-            "translations": translations, "seconds": seconds, "memory": memory_record(idle_mb, loaded_mb)}
+            "translations": translations, "seconds": seconds, "memory": memory_record(idle_mb, loaded_mb, idle_kinds, python_mb, numpy_mb)}
 
 
 def main(argv=None):

@@ -140,3 +140,18 @@ def sentencepiece_id_maps(directory: str | Path) -> tuple[list[int] | None, byte
     spec.pad_id, spec.eos_id, spec.unk_id, spec.bos_id = PAD_ID, EOS_ID, UNK_ID, -1
     spec.pad_piece, spec.eos_piece, spec.unk_piece = PAD, EOS, UNK
     return (None if to_model == list(range(len(to_model))) else to_model), decoder.SerializeToString()
+
+
+def target_side_ids(directory: str | Path, texts, batch_size: int = 2000) -> list[int]:
+    """The model ids that target-side ``texts`` tokenise into, sorted, with <pad>, </s> and <unk>.
+
+    A decoder restricted to these (an output vocabulary, export/onefile.py) never needs the
+    source-only pieces of a joint vocabulary; take ``texts`` from the training targets, never
+    from a split the model is scored on."""
+    tokenizer = load_tokenizer(directory)
+    seen = {PAD_ID, EOS_ID, UNK_ID}
+    texts = list(texts)
+    for start in range(0, len(texts), batch_size):
+        for ids in tokenizer(text_target=texts[start:start + batch_size])["input_ids"]:
+            seen.update(ids)
+    return sorted(seen)

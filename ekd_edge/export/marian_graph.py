@@ -23,6 +23,12 @@ onnxruntime's BeamSearch expects. Marian is post-norm: residual add, then LayerN
 each of self-attention, cross-attention and the feed-forward block; the embeddings are scaled
 by sqrt(d_model) when ``scale_embedding`` and added to fixed sinusoidal positions; the output
 projection is the (shared) embedding matrix plus ``final_logits_bias``.
+
+With an *output vocabulary* (``output_ids``: the model ids a decoder may produce, e.g. every
+piece of the training targets) the decoder speaks in positions of that list: its input ids are
+indices into it and its logits have one column per kept id, so the output projection multiplies
+only those rows. The caller maps the indices back to model ids (export/onefile.py does, after
+the search).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ OPSET = 18
 MS_DOMAIN = "com.microsoft"
 _MASKED = -1e9  # added to the scores of padding positions: exp() of it is exactly 0
 _ACTIVATIONS = ("swish", "silu", "relu", "gelu")
+FUSED_OPS = ("MultiHeadAttention", "SkipLayerNormalization")  # onnxruntime contrib kernels fast graphs may use
+DEFAULT_FUSED_OPS = ("MultiHeadAttention",)  # SkipLayerNormalization measured no faster (benchmarks/engines.py)
 INT8_BLOCKS = (128, 64, 32, 16)  # inputs per int8 scale: the largest that divides d_model (block_size_for)
 
 
@@ -67,7 +75,8 @@ def int8_blocks(matrix, block: int):
 
 
 def write_marian_graphs(checkpoint_dir: str | Path, out_dir: str | Path, *, int8_embeddings: int | None = None,
-                        portable: bool = False) -> Path:
+                        portable: bool = False, output_ids: list[int] | None = None,
+                        fused_ops: tuple[str, ...] = DEFAULT_FUSED_OPS) -> Path:
     """Write the three graphs (and config.json) of a Marian checkpoint into ``out_dir``.
 
     With ``int8_embeddings`` (a MatMulNBits accuracy level: 4 multiplies in int8, 0 in float32) the
@@ -77,6 +86,11 @@ def write_marian_graphs(checkpoint_dir: str | Path, out_dir: str | Path, *, int8
     graphs (export/portable.py) multiply keys with a Transpose and a plain MatMul: the contrib
     FusedMatMul decoded 4 of 1,086 test sentences differently on aarch64 (onnxruntime 1.22)
     than on x86, where the plain product agreed on all (benchmarks/results/arm-app-runtime/).
+    ``output_ids`` restricts the decoder to an output vocabulary (see the module docstring).
+    ``fused_ops`` (fast graphs only; see FUSED_OPS) are onnxruntime contrib kernels used in place
+    of small nodes: MultiHeadAttention for each attention (head reshapes, the key product, the
+    mask, softmax, the value product, the cache concatenation), SkipLayerNormalization for each
+    residual add + LayerNorm.
     """
     import onnx
     import torch
@@ -97,9 +111,18 @@ def write_marian_graphs(checkpoint_dir: str | Path, out_dir: str | Path, *, int8
         # the state dict holds the sinusoidal table and the tied output projection as they are used
         weights = {name: tensor.float().numpy() for name, tensor in model.state_dict().items()}
     dims = _Dims(config)
+    if output_ids is not None:
+        if len(set(output_ids)) != len(output_ids) or not all(0 <= i < dims.vocab for i in output_ids):
+            raise CheckpointError(f"{checkpoint_dir}: the output vocabulary must be distinct ids below {dims.vocab}")
+        dims.output_ids = list(output_ids)
     dims.int8_level = int8_embeddings if dims.block else None
     out_dir.mkdir(parents=True, exist_ok=True)
     dims.fused_attention = not portable
+    unknown = sorted(set(fused_ops) - set(FUSED_OPS))
+    if unknown:
+        raise CheckpointError(f"unknown fused op(s) {', '.join(unknown)} (supported: {', '.join(FUSED_OPS)})")
+    dims.attention_op = "MultiHeadAttention" in fused_ops and not portable
+    dims.skip_norm = "SkipLayerNormalization" in fused_ops and not portable
     graphs = {"encoder_model.onnx": _encoder(weights, dims), "decoder_model.onnx": _decoder(weights, dims, first=True),
               "decoder_with_past_model.onnx": _decoder(weights, dims, first=False)}
     for name, graph in graphs.items():
@@ -127,17 +150,26 @@ class _Dims:
         self.int8_level: int | None = None
         self.block = block_size_for(self.d_model)
         self.fused_attention = True
+        self.attention_op = False
+        self.skip_norm = False
+        self.output_ids: list[int] | None = None
         for heads in (self.heads, self.encoder_heads):
             if self.d_model % heads:
                 raise CheckpointError(f"d_model {self.d_model} is not a multiple of {heads} attention heads")
+
+    @property
+    def out_vocab(self) -> int:
+        """Columns of the decoder's logits: the output vocabulary's size, or the whole vocabulary."""
+        return self.vocab if self.output_ids is None else len(self.output_ids)
 
 
 class _Graph:
     """Nodes and weights of one graph under construction; names are made unique by a counter."""
 
-    def __init__(self, weights: dict, fused_attention: bool = True):
+    def __init__(self, weights: dict, dims: "_Dims"):
         self.weights, self.nodes, self.initializers, self._names = weights, [], {}, 0
-        self.fused_attention = fused_attention
+        self.fused_attention = dims.fused_attention
+        self.attention_op, self.skip_norm = dims.attention_op, dims.skip_norm
         self.float_values: list[str] = []
 
     def op(self, op_type: str, inputs: list[str], n_outputs: int = 1, domain: str = "", **attrs):
@@ -156,6 +188,26 @@ class _Graph:
         self._names += 1
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=f"{op_type}_{self._names}", **attrs))
         return output
+
+    def multi_head_attention(self, q: str, k: str, v: str, heads: int, *, mask: str | None = None,
+                             past: tuple[str, str] | None = None, present: tuple[str, str] | None = None):
+        """com.microsoft.MultiHeadAttention: one kernel for the head split, q k^T, the padding mask
+        (``mask``: int32 [batch, keys], 1 = attend), softmax, the product with v and the merge.
+
+        q, k, v are [batch, length, d] (k and v may be [batch, heads, keys, head_dim] caches); q is
+        pre-scaled (scale 1). With ``present`` the keys and values, appended to ``past`` where
+        given, come out under those names as [batch, heads, keys, head_dim]: the step's cache."""
+        from onnx import helper
+
+        self._names += 1
+        inputs = [q, k, v, "", mask or "", "", *(past or ())]
+        while inputs[-1] == "":
+            inputs.pop()
+        outputs = [f"mha_{self._names}_0", *(present or ())]
+        self.nodes.append(helper.make_node("MultiHeadAttention", inputs, outputs, name=f"MultiHeadAttention_{self._names}",
+                                           domain=MS_DOMAIN, num_heads=heads, scale=1.0))
+        self.float_values.extend(outputs)  # contrib op: ONNX shape inference cannot type its outputs
+        return outputs[0] if present is None else outputs
 
     def const(self, name: str, array) -> str:
         import numpy as np
@@ -197,6 +249,17 @@ class _Graph:
         return self.op("LayerNormalization", [x, self.const(f"{prefix}.weight", self.weights[f"{prefix}.weight"]),
                                               self.const(f"{prefix}.bias", self.weights[f"{prefix}.bias"])],
                        axis=-1, epsilon=1e-5)
+
+    def residual_norm(self, x: str, update: str, prefix: str) -> str:
+        """LayerNorm(x + update): Marian's post-norm residual; one com.microsoft.SkipLayerNormalization
+        kernel where the graph uses onnxruntime's fused kernels."""
+        if not self.skip_norm:
+            return self.layer_norm(self.op("Add", [x, update]), prefix)
+        out = self.op("SkipLayerNormalization", [update, x, self.const(f"{prefix}.weight", self.weights[f"{prefix}.weight"]),
+                                                 self.const(f"{prefix}.bias", self.weights[f"{prefix}.bias"])],
+                      domain=MS_DOMAIN, epsilon=1e-5)
+        self.float_values.append(out)
+        return out
 
     def heads(self, x: str, heads: int, head_dim: int) -> str:
         """[batch, length, d] -> [batch, heads, length, head_dim]."""
@@ -245,32 +308,53 @@ class _Graph:
         bias = self.op("Mul", [self.op("Sub", [self.scalar(1.0), as_float]), self.scalar(_MASKED)])
         return self.op("Unsqueeze", [bias, self.ints(1, 2)])
 
-    def int8_table(self, name: str, block: int) -> tuple[str, str]:
-        """The int8 blocks and scales of weight ``name`` (a [rows, d] table), as constants."""
+    def int8_table(self, name: str, block: int, rows: list[int] | None = None) -> tuple[str, str]:
+        """The int8 blocks and scales of weight ``name`` (a [rows, d] table; only ``rows`` when
+        given, in that order), as constants."""
         import hashlib
 
-        table = self.weights[name]
+        table = self.weights[name] if rows is None else self.weights[name][rows]
         # named by content: a tied table is one tensor in every graph that uses it
         key = hashlib.sha256(table.tobytes()).hexdigest()[:12]
         if f"table_{key}_q8" not in self.initializers:
-            q, scales = int8_blocks(table, block)
+            q, scales = int8_blocks(table, block)  # per-row blocks: a row subset quantises as in the whole
             self.const(f"table_{key}_q8", q)
             self.const(f"table_{key}_scales", scales)
         return f"table_{key}_q8", f"table_{key}_scales"
 
-    def embed(self, ids: str, prefix: str, first: str, end: str, scale: float, int8_block: int | None = None) -> str:
-        """Scaled token embeddings plus the sinusoidal rows ``first``..``end`` (1-element int64 tensors)."""
-        from onnx import TensorProto
+    def embed(self, ids: str, prefix: str, first: str, end: str, scale: float, int8_block: int | None = None,
+              output_ids: list[int] | None = None, decoder: bool = False) -> str:
+        """Scaled token embeddings plus the sinusoidal rows ``first``..``end`` (1-element int64 tensors).
+
+        With ``output_ids`` the table is held as the output vocabulary's rows (what the output
+        projection multiplies) and the rest: a ``decoder``'s ids index the former directly, an
+        encoder's model ids pick their row from either."""
+        import numpy as np
 
         name = f"{prefix}.embed_tokens.weight"
-        if int8_block:  # dequantise the gathered rows: (q - 128) * scale, with sqrt(d) folded into the scales
-            q8, scales = self.int8_table(name, int8_block)
-            embed_scales = self.const(f"{scales}_x{scale:g}", _array(self.initializers[scales]) * scale)
-            rows = self.op("Sub", [self.op("Cast", [self.op("Gather", [q8, ids], axis=0)], to=TensorProto.FLOAT),
-                                   self.scalar(128.0)])
-            block_scales = self.op("Unsqueeze", [self.op("Gather", [embed_scales, ids], axis=0), self.ints(-1)])
-            tokens = self.op("Reshape", [self.op("Mul", [rows, block_scales]), self.ints(0, 0, -1)])
+        if int8_block and output_ids is None:
+            tokens = self.int8_rows(*self.int8_table(name, int8_block), ids, scale)
+        elif int8_block and decoder:
+            tokens = self.int8_rows(*self.int8_table(name, int8_block, output_ids), ids, scale)
+        elif int8_block:  # an encoder's model ids: their position in [output ids..., the rest...]
+            kept = set(output_ids)
+            rest = [i for i in range(self.weights[name].shape[0]) if i not in kept]
+            order = np.empty(len(output_ids) + len(rest), np.int64)
+            order[output_ids + rest] = np.arange(len(order))
+            split = self.op("Gather", [self.const("model_to_split", order), ids], axis=0)
+            kept_table = self.int8_table(name, int8_block, output_ids)
+            if not rest:
+                tokens = self.int8_rows(*kept_table, split, scale)
+            else:
+                width = self.ints(len(output_ids))
+                from_kept = self.int8_rows(*kept_table, self.op("Min", [split, self.ints(len(output_ids) - 1)]), scale)
+                from_rest = self.int8_rows(*self.int8_table(name, int8_block, rest),
+                                           self.op("Max", [self.op("Sub", [split, width]), self.ints(0)]), scale)
+                is_kept = self.op("Unsqueeze", [self.op("Less", [split, width]), self.ints(-1)])
+                tokens = self.op("Where", [is_kept, from_kept, from_rest])
         else:
+            if output_ids is not None and decoder:  # output-vocabulary positions -> model ids
+                ids = self.op("Gather", [self.const("output_to_model", np.array(output_ids, np.int64)), ids], axis=0)
             tokens = self.op("Gather", [self.const(name, self.weights[name]), ids], axis=0)
             if scale != 1.0:
                 tokens = self.op("Mul", [tokens, self.scalar(scale)])
@@ -278,6 +362,16 @@ class _Graph:
         # a Slice of the table, not a Gather of a Range: onnxruntime 1.32 rewrites the latter
         # into a Slice with scalar bounds, which then fails at run time
         return self.op("Add", [tokens, self.op("Slice", [table, first, end, self.ints(0)])])
+
+    def int8_rows(self, q8: str, scales: str, ids: str, scale: float) -> str:
+        """Rows ``ids`` of an int8 table, dequantised: (q - 128) * scale, sqrt(d) folded into the scales."""
+        from onnx import TensorProto
+
+        embed_scales = self.const(f"{scales}_x{scale:g}", _array(self.initializers[scales]) * scale)
+        rows = self.op("Sub", [self.op("Cast", [self.op("Gather", [q8, ids], axis=0)], to=TensorProto.FLOAT),
+                               self.scalar(128.0)])
+        block_scales = self.op("Unsqueeze", [self.op("Gather", [embed_scales, ids], axis=0), self.ints(-1)])
+        return self.op("Reshape", [self.op("Mul", [rows, block_scales]), self.ints(0, 0, -1)])
 
     def graph(self, name: str, inputs: list, outputs: list):
         from onnx import helper
@@ -302,19 +396,28 @@ def _io(name: str, elem_type: str, shape: list):
 
 
 def _encoder(weights: dict, dims: _Dims):
-    g = _Graph(weights, dims.fused_attention)
+    g = _Graph(weights, dims)
     heads, head_dim = dims.encoder_heads, dims.d_model // dims.encoder_heads
     scaling = head_dim ** -0.5
     length = g.op("Shape", ["input_ids"], start=1, end=2)
-    x = g.embed("input_ids", "model.encoder", g.ints(0), length, dims.embed_scale, int8_block=dims.block if dims.int8_level is not None else None)
-    bias = g.padding_bias("attention_mask")
+    x = g.embed("input_ids", "model.encoder", g.ints(0), length, dims.embed_scale,
+                int8_block=dims.block if dims.int8_level is not None else None, output_ids=dims.output_ids)
+    if g.attention_op:
+        from onnx import TensorProto
+
+        mask = g.op("Cast", ["attention_mask"], to=TensorProto.INT32)
+    else:
+        bias = g.padding_bias("attention_mask")
     for layer in range(dims.encoder_layers):
         p = f"model.encoder.layers.{layer}"
         q, k, v = g.fused_linear(x, [f"{p}.self_attn.{n}_proj" for n in "qkv"], [scaling, 1.0, 1.0])
-        context = g.attend(g.heads(q, heads, head_dim), g.heads(k, heads, head_dim), g.heads(v, heads, head_dim), bias)
-        x = g.layer_norm(g.op("Add", [x, g.linear(g.merge_heads(context, dims.d_model), f"{p}.self_attn.out_proj")]),
-                         f"{p}.self_attn_layer_norm")
-        x = g.layer_norm(g.op("Add", [x, g.feed_forward(x, p, dims.activation)]), f"{p}.final_layer_norm")
+        if g.attention_op:
+            context = g.multi_head_attention(q, k, v, heads, mask=mask)
+        else:
+            context = g.merge_heads(g.attend(g.heads(q, heads, head_dim), g.heads(k, heads, head_dim),
+                                             g.heads(v, heads, head_dim), bias), dims.d_model)
+        x = g.residual_norm(x, g.linear(context, f"{p}.self_attn.out_proj"), f"{p}.self_attn_layer_norm")
+        x = g.residual_norm(x, g.feed_forward(x, p, dims.activation), f"{p}.final_layer_norm")
     g.name("Identity", [x], "last_hidden_state")
     return g.graph("marian_encoder",
                    [_io("input_ids", "int64", ["batch", "sequence"]), _io("attention_mask", "int64", ["batch", "sequence"])],
@@ -323,12 +426,12 @@ def _encoder(weights: dict, dims: _Dims):
 
 def _decoder(weights: dict, dims: _Dims, *, first: bool):
     """The first step (reads the encoder output, returns every cache) or a later one (reads the caches)."""
-    g = _Graph(weights, dims.fused_attention)
+    g = _Graph(weights, dims)
     heads, head_dim, d = dims.heads, dims.d_model // dims.heads, dims.d_model
     scaling = head_dim ** -0.5
     kv_shape = lambda length: ["batch", heads, length, head_dim]  # noqa: E731
     inputs = [_io("input_ids", "int64", ["batch", 1]), _io("encoder_attention_mask", "int64", ["batch", "sequence"])]
-    outputs = [_io("logits", "float", ["batch", 1, dims.vocab])]
+    outputs = [_io("logits", "float", ["batch", 1, dims.out_vocab])]
     if first:
         inputs.append(_io("encoder_hidden_states", "float", ["batch", "sequence", d]))
         position = g.ints(0)
@@ -342,42 +445,57 @@ def _decoder(weights: dict, dims: _Dims, *, first: bool):
         position = g.op("Shape", ["past_key_values.0.decoder.key"], start=2, end=3)
         following = g.op("Add", [position, g.ints(1)])
     x = g.embed("input_ids", "model.decoder", position, following, dims.embed_scale,
-                int8_block=dims.block if dims.int8_level is not None else None)
-    bias = g.padding_bias("encoder_attention_mask")
+                int8_block=dims.block if dims.int8_level is not None else None, output_ids=dims.output_ids,
+                decoder=True)
+    if g.attention_op:
+        from onnx import TensorProto
+
+        mask = g.op("Cast", ["encoder_attention_mask"], to=TensorProto.INT32)
+    else:
+        bias = g.padding_bias("encoder_attention_mask")
     for layer in range(dims.decoder_layers):
         p = f"model.decoder.layers.{layer}"
         q, k, v = g.fused_linear(x, [f"{p}.self_attn.{n}_proj" for n in "qkv"], [scaling, 1.0, 1.0])
-        k, v = g.one_position_heads(k, heads, head_dim), g.one_position_heads(v, heads, head_dim)
-        if not first:  # one query attends to every cached position and itself: no causal mask needed
-            k = g.op("Concat", [f"past_key_values.{layer}.decoder.key", k], axis=2)
-            v = g.op("Concat", [f"past_key_values.{layer}.decoder.value", v], axis=2)
-        key, value = g.name("Identity", [k], f"present.{layer}.decoder.key"), g.name("Identity", [v], f"present.{layer}.decoder.value")
-        outputs += [_io(key, "float", kv_shape("total")), _io(value, "float", kv_shape("total"))]
-        context = g.attend(g.one_position_heads(q, heads, head_dim), key, value, None)
-        x = g.layer_norm(g.op("Add", [x, g.linear(g.one_position_merge(context, d), f"{p}.self_attn.out_proj")]),
-                         f"{p}.self_attn_layer_norm")
+        names = (f"present.{layer}.decoder.key", f"present.{layer}.decoder.value")
+        outputs += [_io(name, "float", kv_shape("total")) for name in names]
+        past = None if first else (f"past_key_values.{layer}.decoder.key", f"past_key_values.{layer}.decoder.value")
+        if g.attention_op:  # one query attends to every cached position and itself: no causal mask needed
+            context, _, _ = g.multi_head_attention(q, k, v, heads, past=past, present=names)
+        else:
+            if past:
+                k, v = g.one_position_heads(k, heads, head_dim), g.one_position_heads(v, heads, head_dim)
+                k, v = (g.name("Concat", [cached, new], name, axis=2) for cached, new, name in zip(past, (k, v), names))
+            else:
+                k, v = (g.name("Reshape", [new, g.ints(0, heads, 1, head_dim)], name) for new, name in zip((k, v), names))
+            context = g.one_position_merge(g.attend(g.one_position_heads(q, heads, head_dim), k, v, None), d)
+        x = g.residual_norm(x, g.linear(context, f"{p}.self_attn.out_proj"), f"{p}.self_attn_layer_norm")
 
         if first:  # the cross-attention keys and values are computed once, from the encoder output
             ck, cv = g.fused_linear("encoder_hidden_states", [f"{p}.encoder_attn.k_proj", f"{p}.encoder_attn.v_proj"],
                                     [1.0, 1.0])
-            ck = g.name("Identity", [g.heads(ck, heads, head_dim)], f"present.{layer}.encoder.key")
-            cv = g.name("Identity", [g.heads(cv, heads, head_dim)], f"present.{layer}.encoder.value")
+            ck = g.name("Transpose", [g.op("Reshape", [ck, g.ints(0, 0, heads, head_dim)])],
+                        f"present.{layer}.encoder.key", perm=[0, 2, 1, 3])
+            cv = g.name("Transpose", [g.op("Reshape", [cv, g.ints(0, 0, heads, head_dim)])],
+                        f"present.{layer}.encoder.value", perm=[0, 2, 1, 3])
             outputs += [_io(ck, "float", kv_shape("sequence")), _io(cv, "float", kv_shape("sequence"))]
         else:
             ck, cv = f"past_key_values.{layer}.encoder.key", f"past_key_values.{layer}.encoder.value"
-        cq = g.one_position_heads(g.linear(x, f"{p}.encoder_attn.q_proj", scaling), heads, head_dim)
-        context = g.attend(cq, ck, cv, bias)
-        x = g.layer_norm(g.op("Add", [x, g.linear(g.one_position_merge(context, d), f"{p}.encoder_attn.out_proj")]),
-                         f"{p}.encoder_attn_layer_norm")
-        x = g.layer_norm(g.op("Add", [x, g.feed_forward(x, p, dims.activation)]), f"{p}.final_layer_norm")
+        cq = g.linear(x, f"{p}.encoder_attn.q_proj", scaling)
+        if g.attention_op:
+            context = g.multi_head_attention(cq, ck, cv, heads, mask=mask)
+        else:
+            context = g.one_position_merge(g.attend(g.one_position_heads(cq, heads, head_dim), ck, cv, bias), d)
+        x = g.residual_norm(x, g.linear(context, f"{p}.encoder_attn.out_proj"), f"{p}.encoder_attn_layer_norm")
+        x = g.residual_norm(x, g.feed_forward(x, p, dims.activation), f"{p}.final_layer_norm")
+    rows = slice(None) if dims.output_ids is None else dims.output_ids  # the output projection's rows
     if dims.int8_level is not None:
-        q8, scales = g.int8_table("lm_head.weight", dims.block)
-        logits = g.op("MatMulNBits", [x, q8, scales], domain=MS_DOMAIN, K=d, N=dims.vocab, bits=8,
+        q8, scales = g.int8_table("lm_head.weight", dims.block, dims.output_ids)
+        logits = g.op("MatMulNBits", [x, q8, scales], domain=MS_DOMAIN, K=d, N=dims.out_vocab, bits=8,
                       block_size=dims.block, accuracy_level=dims.int8_level)
         g.float_values.append(logits)
     else:
-        logits = g.op("MatMul", [x, g.const("lm_head.weight_t", weights["lm_head.weight"].T)])
-    g.name("Add", [logits, g.const("final_logits_bias", weights["final_logits_bias"][0])], "logits")
+        logits = g.op("MatMul", [x, g.const("lm_head.weight_t", weights["lm_head.weight"][rows].T)])
+    g.name("Add", [logits, g.const("final_logits_bias", weights["final_logits_bias"][0][rows])], "logits")
     # cross-attention caches are inputs of a later step and outputs of the first: list them after
     # the self-attention ones, as optimum does
     if first:

@@ -35,7 +35,7 @@ from pathlib import Path
 from ekd_edge.defaults import MAX_BLEU_DROP, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError, CheckpointError
 from ekd_edge.export.manifest import build_manifest
-from ekd_edge.export.marian_graph import block_size_for, write_marian_graphs
+from ekd_edge.export.marian_graph import DEFAULT_FUSED_OPS, block_size_for, write_marian_graphs
 from ekd_edge.data.tokenizer import sentencepiece_id_maps
 from ekd_edge.hashing import file_sha256
 from ekd_edge.runtime.onefile_engine import (
@@ -63,7 +63,9 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
                    quality_data: tuple[list[str], list[str]] | None = None, max_bleu_drop: float = MAX_BLEU_DROP,
                    quality_reference: str | Path | None = None,
                    portable: bool = False, graphs: str = "lean", int8_kernel: str = "dynamic",
-                   tie_int8_embeddings: bool = True, force: bool = False, progress=None) -> dict:
+                   tie_int8_embeddings: bool = True, output_ids: list[int] | None = None,
+                   fused_ops: tuple[str, ...] = DEFAULT_FUSED_OPS, force: bool = False,
+                   progress=None) -> dict:
     """Export a Marian checkpoint to ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest.
 
     ``max_new_tokens`` and ``num_beams`` are the defaults recorded for apps (the graph takes both
@@ -79,6 +81,11 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
     export/onnx_export.py); portable numerics are defined for the dynamic kernel only. With a
     block-wise kernel and lean graphs, ``tie_int8_embeddings`` stores the embedding table once, as
     int8 blocks that both the lookups and the output projection read (export/marian_graph.py).
+    ``output_ids`` (lean graphs only; data.tokenizer.target_side_ids makes one) is an output
+    vocabulary: the model ids the decoder may produce (the special tokens are added), so each step
+    multiplies and searches only those rows; the model still outputs model ids. ``fused_ops``
+    (lean, non-portable graphs) are the onnxruntime contrib kernels the graphs use
+    (export/marian_graph.py FUSED_OPS).
     """
     from ekd_edge.export.onnx_export import (INT8_KERNELS, QUANT_ARCHS, QUANT_MODES, make_graphs_portable,
                                              quantize_blockwise_int8, quantize_int8)
@@ -97,6 +104,8 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
         raise BundleError(f"portable numerics need the dynamic int8 kernel (got {int8_kernel!r})")
     if graphs not in GRAPH_SOURCES:
         raise BundleError(f"unknown graph source {graphs!r} (supported: {', '.join(GRAPH_SOURCES)})")
+    if output_ids is not None and graphs != "lean":
+        raise BundleError("an output vocabulary needs the lean graphs (graphs='lean')")
     if max_new_tokens < 1 or num_beams < 1:
         raise BundleError(f"max_new_tokens and num_beams must be at least 1 (got {max_new_tokens}, {num_beams})")
     report(f"checking checkpoint {checkpoint_dir}")
@@ -106,6 +115,12 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
 
     config = json.loads((checkpoint_dir / "config.json").read_text())
     generation = _generation_settings(checkpoint_dir, config)
+    if output_ids is not None:
+        specials = {generation[k] for k in ("pad_token_id", "eos_token_id", "decoder_start_token_id", "unk_token_id")}
+        output_ids = sorted(set(output_ids) | specials)
+        if output_ids[0] < 0 or output_ids[-1] >= generation["vocab_size"]:
+            raise BundleError(f"output vocabulary: ids must lie in 0..{generation['vocab_size'] - 1} "
+                              f"(got {output_ids[0]}..{output_ids[-1]})")
     variant = f"{LAYOUT}-int8" if quantize else f"{LAYOUT}-fp32"
     block = block_size_for(int(config["d_model"])) or 32  # MatMulNBits pads inputs to whole blocks
 
@@ -115,7 +130,8 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
             report("writing encoder and decoder graphs from the weights")
             # block-wise kernels: the tied embedding table is stored once, as int8 blocks
             level = {"blockwise": 4, "weight-only": 0}.get(int8_kernel) if quantize and tie_int8_embeddings else None
-            write_marian_graphs(checkpoint_dir, graph_dir, int8_embeddings=level, portable=portable)
+            write_marian_graphs(checkpoint_dir, graph_dir, int8_embeddings=level, portable=portable,
+                                output_ids=output_ids, fused_ops=fused_ops)
         else:
             report("exporting encoder and decoders to ONNX with optimum")
             export_separate_graphs(checkpoint_dir, graph_dir, scratch=work / "raw")
@@ -135,11 +151,14 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
         model = build_onefile_model(graph_dir / "encoder_model.onnx", graph_dir / "decoder_model.onnx",
                                     graph_dir / "decoder_with_past_model.onnx",
                                     (checkpoint_dir / "source.spm").read_bytes(), **generation,
-                                    decoding_spm_model=decoding_spm, source_to_model=source_to_model)
+                                    decoding_spm_model=decoding_spm, source_to_model=source_to_model,
+                                    output_ids=output_ids)
         _save_model(model, stage / MODEL_FILE)
         settings = {"layout": LAYOUT, "graphs": graphs, "quantize": quantize,
                     "id_maps": {"source_to_model": source_to_model is not None,
                                 "decoding_pieces": decoding_spm is not None},
+                    "output_vocabulary": None if output_ids is None else len(output_ids),
+                    "fused_ops": sorted(fused_ops) if graphs == "lean" and not portable else [],
                     "int8_kernel": int8_kernel if quantize else None,
                     "int8_embeddings": graphs == "lean" and bool(quantize) and int8_kernel != "dynamic"
                     and tie_int8_embeddings,
@@ -242,18 +261,23 @@ def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_
                         pad_token_id: int, eos_token_id: int, decoder_start_token_id: int, unk_token_id: int,
                         max_positions: int, num_layers: int, num_heads: int, d_model: int, vocab_size: int,
                         forced_eos: bool, decoding_spm_model: bytes | None = None,
-                        source_to_model: list[int] | None = None):
+                        source_to_model: list[int] | None = None, output_ids: list[int] | None = None):
     """The one-file ModelProto from the three graphs (optimum's names) and the SentencePiece model bytes.
 
     Where the model's ids are not SentencePiece's (a tokenizer adopted from a teacher), the input
     goes through ``source_to_model`` and ``decoding_spm_model`` (pieces in model-id order) turns
-    the output back into text (data.tokenizer.sentencepiece_id_maps)."""
+    the output back into text (data.tokenizer.sentencepiece_id_maps). With ``output_ids`` the
+    graphs' decoders speak in positions of that list (export/marian_graph.py): the search runs
+    over those positions and its result is mapped back to model ids."""
     import onnx
     from onnx import TensorProto, helper
 
     encoder, decoder, decoder_with_past = (onnx.load(str(p)) for p in (encoder_path, decoder_path,
                                                                        decoder_with_past_path))
-    dims = {"layers": num_layers, "heads": num_heads, "d_model": d_model, "vocab": vocab_size}
+    # the search's token ids: model ids, or positions in the output vocabulary
+    search_id = (lambda model_id: model_id) if output_ids is None else output_ids.index
+    search_vocab = vocab_size if output_ids is None else len(output_ids)
+    dims = {"layers": num_layers, "heads": num_heads, "d_model": d_model, "vocab": search_vocab}
     init_graph = _init_subgraph(encoder, decoder, dims)
     step_graph = _step_subgraph(decoder_with_past, dims)
 
@@ -322,11 +346,16 @@ def build_onefile_model(encoder_path, decoder_path, decoder_with_past_path, spm_
                      const("length_penalty", TensorProto.FLOAT, [1.0]),
                      const("repetition_penalty", TensorProto.FLOAT, [1.0]), "", "", attention_mask]
     nodes.append(helper.make_node("BeamSearch", search_inputs, ["sequences"], name="beam_search", domain=MS_DOMAIN,
-                                  model_type=1, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                                  decoder_start_token_id=decoder_start_token_id, early_stopping=1,
-                                  no_repeat_ngram_size=0, vocab_size=vocab_size, encoder=init_graph,
+                                  model_type=1, eos_token_id=search_id(eos_token_id),
+                                  pad_token_id=search_id(pad_token_id),
+                                  decoder_start_token_id=search_id(decoder_start_token_id), early_stopping=1,
+                                  no_repeat_ngram_size=0, vocab_size=search_vocab, encoder=init_graph,
                                   decoder=step_graph))
-    token_ids = node("Squeeze", ["sequences", one], [TOKEN_IDS_OUTPUT])
+    sequences = "sequences"
+    if output_ids is not None:
+        sequences = node("Gather", [const("output_to_model_i32", TensorProto.INT32, output_ids), sequences],
+                         ["model_sequences"], axis=0)
+    token_ids = node("Squeeze", [sequences, one], [TOKEN_IDS_OUTPUT])
 
     # 3.+4. Detokenise row by row (the decoder op takes one sequence); <unk> becomes padding so
     # the text equals decode(skip_special_tokens=True). The texts are a loop-carried value that

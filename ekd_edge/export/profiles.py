@@ -48,6 +48,16 @@ class GateSettings:
     max_bleu_drop: float = MAX_BLEU_DROP
 
 
+OUTPUT_VOCABULARIES = ("full", "training-targets")
+
+
+@dataclass
+class OnefileSettings:
+    # "training-targets": the decoder may produce only the pieces of the corpus's training targets
+    # (export/onefile.py, output_ids), so each step multiplies fewer rows of the output projection
+    output_vocabulary: str = "full"
+
+
 @dataclass
 class MobileSettings:
     target_platform: str = ""          # "arm" or "amd64" adds .ort graphs; "" = none
@@ -62,6 +72,7 @@ class Profile:
     quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     mobile: MobileSettings = field(default_factory=MobileSettings)
+    onefile: OnefileSettings = field(default_factory=OnefileSettings)
     prune: PruneSettings | None = None
     source: str = ""
 
@@ -89,6 +100,11 @@ class Profile:
             raise ProfileError(f"{where}: mobile.target_platform must be arm or amd64")
         if self.quantize.portable and self.format == "ct2":
             raise ProfileError(f"{where}: quantize.portable applies to the ONNX formats (onnx, onefile) only")
+        if self.onefile.output_vocabulary not in OUTPUT_VOCABULARIES:
+            raise ProfileError(f"{where}: onefile.output_vocabulary {self.onefile.output_vocabulary!r} is not one of "
+                               f"{', '.join(OUTPUT_VOCABULARIES)}")
+        if self.onefile.output_vocabulary != "full" and self.format != "onefile":
+            raise ProfileError(f"{where}: onefile.output_vocabulary applies to format onefile only")
         if self.mobile.target_platform and self.format != "onnx":
             raise ProfileError(f"{where}: the mobile .ort conversion applies to format onnx only")
         if self.prune is not None:
@@ -97,7 +113,8 @@ class Profile:
 
 def parse_profile(data: dict, source: str) -> Profile:
     data = dict(data)
-    tables = {"quantize": QuantizeSettings, "gate": GateSettings, "mobile": MobileSettings, "prune": PruneSettings}
+    tables = {"quantize": QuantizeSettings, "gate": GateSettings, "mobile": MobileSettings,
+              "onefile": OnefileSettings, "prune": PruneSettings}
     parts = {key: build(cls, data.pop(key), f"{source} [{key}]", ProfileError) for key, cls in tables.items() if key in data}
     scalars = {k: v for k, v in data.items()}
     if "name" not in scalars:
@@ -105,7 +122,7 @@ def parse_profile(data: dict, source: str) -> Profile:
     unknown = sorted(set(scalars) - {"name", "description", "format", "corpus"})
     if unknown:
         raise ProfileError(f"{source}: unknown key(s) {', '.join(unknown)} "
-                           "(allowed: name, description, format, corpus, [quantize], [gate], [mobile], [prune])")
+                           "(allowed: name, description, format, corpus, [quantize], [gate], [mobile], [onefile], [prune])")
     for key, value in scalars.items():
         if not isinstance(value, str):
             raise ProfileError(f"{source}: {key} must be a string (got {value!r})")
@@ -184,13 +201,20 @@ def run_export(checkpoint_dir: str | Path, out_dir: str | Path, profile: Profile
         else:
             from ekd_edge.export.onefile import export_onefile
 
+            output_ids = None
+            if profile.onefile.output_vocabulary == "training-targets":
+                from ekd_edge.data.tokenizer import target_side_ids
+
+                report(f"output vocabulary: the pieces of {profile.corpus}'s training targets")
+                output_ids = target_side_ids(source, corpus.split("train").tgt)
             manifest = export_onefile(source, out_dir, quantize="int8" if quantized else None,
                                       quant_arch=profile.quantize.arch, int8_kernel=profile.quantize.kernel,
                                       parity_texts=parity_texts,
                                       parity_threshold=profile.gate.parity_threshold,
                                       quality_data=quality_data, max_bleu_drop=profile.gate.max_bleu_drop,
                                       quality_reference=checkpoint_dir,
-                                      portable=profile.quantize.portable, force=force, progress=report)
+                                      portable=profile.quantize.portable, output_ids=output_ids, force=force,
+                                      progress=report)
     return _record_profile(out_dir, manifest, profile, pruning)
 
 
@@ -226,6 +250,8 @@ def profile_from_args(args) -> Profile:
         profile.quantize.portable = args.portable_numerics
     if args.mobile:
         profile.mobile.target_platform = args.mobile
+    if getattr(args, "output_vocabulary", None):
+        profile.onefile.output_vocabulary = args.output_vocabulary
     if args.prune and profile.prune is None:
         profile.prune = PruneSettings(ffn_keep=0.5, decoder_layers=1, recovery_steps=300)
     # Options left out (None) keep the profile's value; given ones override it, even when they
