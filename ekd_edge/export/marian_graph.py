@@ -17,8 +17,11 @@ the same input and output names as optimum's (so export/onefile.py wraps either 
 What makes them small: query, key and value come from one matrix product (one int8 activation
 quantisation instead of three), the 1/sqrt(head_dim) scale is folded into the query weights,
 reshapes copy the batch and length dimensions (``0``) instead of computing them, the position
-of a step is read from the length of the key cache, and the padding mask becomes an additive
-bias once per call. Keys and values are cached as [batch, heads, length, head_dim], the layout
+of a step is read from the length of the key cache, the caches are named where they are made
+(no Identity copies), and the padding mask becomes an additive bias once per call. Fast graphs
+go further with onnxruntime's contrib MultiHeadAttention kernel: one node per attention, taking
+the padding mask as int32 and appending the step's key and value to the cache itself
+(FUSED_OPS; benchmarks/engines.py measures it). Keys and values are cached as [batch, heads, length, head_dim], the layout
 onnxruntime's BeamSearch expects. Marian is post-norm: residual add, then LayerNorm, after
 each of self-attention, cross-attention and the feed-forward block; the embeddings are scaled
 by sqrt(d_model) when ``scale_embedding`` and added to fixed sinusoidal positions; the output
