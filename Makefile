@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast test-runtimes bench-demo clean
+.PHONY: install demo test test-fast test-runtimes web-deps bench-demo clean
 
 install: $(STAMP)
 
@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e ".[dev,ct2]"
 	touch $@
 
+# the npm packages the web export copies into its bundle (no browser needed to export)
 demo: install
+	$(PY) -m ekd_edge.bench.browser ensure --npm-only
 	$(VENV)/bin/ekd-edge demo --run-dir $(RUN)
 
 # The Android app's onnxruntime + onnxruntime-extensions (an x86 virtual environment and an arm64
@@ -31,12 +33,18 @@ demo: install
 test-runtimes: install
 	$(PY) -m ekd_edge.bench.arm ensure
 
+# The web bundles' JavaScript and the browser tests: the npm packages pinned in package-lock.json
+# (`npm ci`) and Debian's chromium (apt-get), each installed where missing; as for the app
+# runtimes, with CI set a failure stops here, elsewhere the tests that need them are skipped.
+web-deps: install
+	$(PY) -m ekd_edge.bench.browser ensure
+
 # -rfEsxXp: the log names every test and its outcome (the aarch64 and app-runtime checks among them)
-test: install test-runtimes
+test: install test-runtimes web-deps
 	$(PY) -m pytest -q -rfEsxXp
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache node_modules

@@ -44,6 +44,7 @@ from ekd_edge.console import console  # noqa: E402
 from ekd_edge.data.corpus import load_corpus  # noqa: E402
 from ekd_edge.data.tokenizer import load_tokenizer  # noqa: E402
 from ekd_edge.defaults import DEMO_RUN_DIR  # noqa: E402
+from ekd_edge.markdown import provenance_footer, table  # noqa: E402
 
 
 def default_bundles(run_dir: Path) -> list[Path]:
@@ -150,44 +151,43 @@ def main() -> int:
         "runs": runs,
     }
     result["provenance"] = provenance.end(data={"test": test.fingerprint()}, models=bundles)
-    host = result["provenance"]["environment"]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "result.json", (json.dumps(result, indent=2) + "\n").encode())
-    md = [
-        "# aarch64 vs x86: token agreement of the demo student's bundles", "",
-        f"Command: `{result['command']}`  ", f"Commit: `{result['provenance']['commit']}` (dirty: "
-        f"{result['provenance']['dirty']})  ", f"Data: {result['data']}  ", f"Decoding: {result['decoding']}", "",
-        "| bundle | variant | numerics (ORT optimisation level) | size MB | identical token ids | x86 p50 / p90 ms "
-        f"| aarch64 p50 / p90 ms, {EMULATED_LABEL} |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for r in runs:
-        agree, x, a = r["agreement"], r["x86"]["latency_ms"], r["aarch64"]["latency_ms_emulated"]
-        md.append(f"| `{r['bundle']}` | {r['variant']} ({r['arch'] or '-'}) | {r['numerics']} "
-                  f"({r['graph_optimization_level'].rsplit('.', 1)[-1]}) | {r['size_bytes'] / 1e6:.2f} "
-                  f"| **{agree['identical']}/{agree['n']} ({100 * agree['rate']:.2f} %)** "
-                  f"| {x['p50_ms']:.1f} / {x['p90_ms']:.1f} | {a['p50_ms']:.1f} / {a['p90_ms']:.1f} |")
-    if args.avx2_sentences:
-        md += ["", f"x86 without VNNI: the same bundles on `qemu-x86_64 -cpu {AVX2_CPU}` (AVX2/FMA, no AVX-512, "
-               "no VNNI; onnxruntime picks its int8 kernels by CPUID), against the native x86 run above:", "",
-               "| bundle | identical token ids, AVX2 (emulated) vs native x86 |", "| --- | ---: |"]
-        for r in runs:
-            agree = r["x86_avx2"]["agreement"]
-            md.append(f"| `{r['bundle']}` | **{agree['identical']}/{agree['n']} ({100 * agree['rate']:.2f} %)** |")
-    md += [
-        "", "Latencies are of one thread, batch 1, sentence by sentence; x86 figures are native, aarch64 "
-        "figures are of an emulator on the x86 host and say nothing about an ARM device.", "",
-        f"Host: {host['cpu']}, {host['usable_cores']} usable cores; onnxruntime "
-        f"{runs[0]['x86']['onnxruntime']} (x86) and {runs[0]['aarch64']['onnxruntime']} (aarch64 wheel, "
-        f"onnxruntime-extensions {runtime['onnxruntime_extensions']}: the Android app's versions); "
-        f"{result['qemu']}, `-cpu {root.cpu}`.  ",
-        f"Load average before: {result['provenance']['load_average_before']}  ",
-        f"Load average after: {result['provenance']['load_average_after']}", "",
-    ]
-    atomic_write(args.out / "result.md", "\n".join(md).encode())
-    console.print("\n".join(md[7:7 + 2 + len(runs)]))
+    md = render(result, args.avx2_sentences > 0)
+    atomic_write(args.out / "result.md", md.encode())
+    console.print(md, markup=False)
     headline = [runs[0]["agreement"]["rate"]] + ([runs[0]["x86_avx2"]["agreement"]["rate"]] if args.avx2_sentences else [])
     return 0 if min(headline) >= 0.99 else 1
+
+
+def render(result: dict, avx2: bool) -> str:
+    def agreed(agree: dict) -> str:
+        return f"**{agree['identical']}/{agree['n']} ({100 * agree['rate']:.2f} %)**"
+
+    runs, runtime = result["runs"], result["aarch64_runtime"]
+    body = []
+    for r in runs:
+        x, a = r["x86"]["latency_ms"], r["aarch64"]["latency_ms_emulated"]
+        body.append([f"`{r['bundle']}`", f"{r['variant']} ({r['arch'] or '-'})",
+                     f"{r['numerics']} ({r['graph_optimization_level'].rsplit('.', 1)[-1]})", r["size_bytes"] / 1e6,
+                     agreed(r["agreement"]), f"{x['p50_ms']:.1f} / {x['p90_ms']:.1f}",
+                     f"{a['p50_ms']:.1f} / {a['p90_ms']:.1f}"])
+    md = ["# aarch64 vs x86: token agreement of the demo student's bundles", "",
+          f"Command: `{result['command']}`  ", f"Data: {result['data']}  ", f"Decoding: {result['decoding']}", "",
+          table(["bundle", "variant", "numerics (ORT optimisation level)", "size MB", "identical token ids",
+                 "x86 p50 / p90 ms", f"aarch64 p50 / p90 ms, {EMULATED_LABEL}"], body, align="lllrrrr")]
+    if avx2:
+        md += [f"x86 without VNNI: the same bundles on `qemu-x86_64 -cpu {AVX2_CPU}` (AVX2/FMA, no AVX-512, "
+               "no VNNI; onnxruntime picks its int8 kernels by CPUID), against the native x86 run above:", "",
+               table(["bundle", "identical token ids, AVX2 (emulated) vs native x86"],
+                     [[f"`{r['bundle']}`", agreed(r["x86_avx2"]["agreement"])] for r in runs], align="lr")]
+    md += ["Latencies are of one thread, batch 1, sentence by sentence; x86 figures are native, aarch64 "
+           "figures are of an emulator on the x86 host and say nothing about an ARM device.", "",
+           f"Runtimes: onnxruntime {runs[0]['x86']['onnxruntime']} (x86) and {runs[0]['aarch64']['onnxruntime']} "
+           f"(aarch64 wheel, onnxruntime-extensions {runtime['onnxruntime_extensions']}: the Android app's versions); "
+           f"{result['qemu']}, `-cpu {result['emulated_cpu']}`.", "",
+           provenance_footer(result["provenance"])]
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

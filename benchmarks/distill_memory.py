@@ -101,34 +101,29 @@ def corpus_sizes(recipe_arg: str, run_dir: Path) -> dict:
     return sizes
 
 
-def _count(value) -> str:
-    return f"{value:,}" if isinstance(value, int) else "?"
-
-
 def write_results(out: Path, result: dict) -> None:
+    from ekd_edge.markdown import count, plain, provenance_footer, table
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    mib, prov = result["peak_rss_mib"], result["provenance"]
-    env = prov["environment"]
+    mib, corpus = result["peak_rss_mib"], result["corpus"]
     lines = [
         "# Peak memory of `ekd-edge distill`",
         "",
         f"Command: `{result['command']}` (fresh run directory; measured by `benchmarks/distill_memory.py`)",
         "",
-        "| recipe | train pairs | tokenized pairs | wall (s) | peak RSS, wait4 (MiB) | peak RSS, sampled (MiB) |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| {result['recipe']} | {_count(result['corpus'].get('train_pairs'))} | "
-        f"{_count(result['corpus'].get('tokenized_pairs'))} | {result['wall_s']} | {mib['wait4']} | {mib['sampled']} |",
-        "",
+        table(["recipe", "train pairs", "tokenized pairs", "wall (s)", "peak RSS, wait4 (MiB)",
+               "peak RSS, sampled (MiB)"],
+              [[result["recipe"], corpus.get("train_pairs"), corpus.get("tokenized_pairs"), result["wall_s"],
+                mib["wait4"], mib["sampled"]]],
+              # wall time and MiB as recorded (one decimal)
+              align="lrrrrr", formats={1: count, 2: count, 3: plain, 4: plain, 5: plain}),
         f"RSS sampled every {result['sample_interval_s']} s ({len(result['rss_series_mib'])} samples; "
         "series in result.json). wait4 gives the kernel's maximum resident set of the process; "
         "the sampled peak misses what happens between samples (and the two can differ by a fraction "
         "of a MiB: the kernel counts RSS per thread in batches).",
         "",
-        f"Commit {prov['commit']}{'+dirty' if prov['dirty'] else ''}. Machine: {env['cpu']}, "
-        f"{env['usable_cores']} usable cores, torch {env['packages'].get('torch')}; "
-        f"load average before {prov['load_average_before']}, after {prov['load_average_after']}.",
-        "",
+        provenance_footer(result["provenance"]),
     ]
     (out / "result.md").write_text("\n".join(lines))
 

@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ekd_edge.bench import model_size_mb  # noqa: E402
-from ekd_edge.bench.engines import (EngineSpec, interleaved_latency, load_engine, pair_ratios,  # noqa: E402
+from ekd_edge.bench.engines import (EngineSpec, interleaved_latency, load_engine, pair_ratios, warm_block_latency,  # noqa: E402
                                     step_costs, summarise)
 from ekd_edge.bench.probe import measure_app_footprint  # noqa: E402
 from ekd_edge.bench.provenance import Provenance  # noqa: E402
@@ -59,6 +59,10 @@ from ekd_edge.export.marian_graph import DEFAULT_FUSED_OPS  # noqa: E402
 from ekd_edge.files import write_bytes_atomic  # noqa: E402
 
 TEACHER_M = REPO / "ekd_edge" / "teachers" / "lo-help-en-de" / "teacher-m"
+RESULTS = REPO / "benchmarks/results/engines"
+# validation sentences each export's parity and BLEU gates translate
+GATES = {"parity": 100, "quality": 200}
+SMOKE_GATES = {"parity": 8, "quality": 8}
 HEADLINE = "onefile-int8"
 # one-file variants: name -> export_onefile settings
 ONEFILE = {
@@ -133,15 +137,15 @@ def random_student(out: Path, forced_length: int) -> Path:
 
 
 def ensure_exports(name: str, student: Path, work: Path, valid, train_targets: list[str], trained: bool,
-                   max_new_tokens: int) -> list[EngineSpec]:
+                   max_new_tokens: int, gates: dict) -> list[EngineSpec]:
     from ekd_edge.data.tokenizer import target_side_ids
     from ekd_edge.export.ct2 import export_ct2_bundle
     from ekd_edge.export.onefile import export_onefile
 
     specs = [EngineSpec("pytorch", "pytorch", student, "fp32")]
-    gate = dict(parity_texts=valid.src[:100], max_new_tokens=max_new_tokens, force=True)
+    gate = dict(parity_texts=valid.src[:gates["parity"]], max_new_tokens=max_new_tokens, force=True)
     if trained:  # the BLEU gate means nothing for random weights
-        gate["quality_data"] = (valid.src[:200], valid.tgt[:200])
+        gate["quality_data"] = (valid.src[:gates["quality"]], valid.tgt[:gates["quality"]])
     for precision in ("int8", "fp32"):
         bundle = work / f"ct2-{precision}"
         if not (bundle / "manifest.json").is_file():
@@ -181,12 +185,18 @@ def _exported_as(bundle: Path, settings: dict) -> bool:
 
 
 def measure_student(name: str, student: Path, work: Path, texts: list[str], valid, train_targets: list[str], *,
-                    trained: bool, max_new_tokens: int, warmup: int) -> dict:
-    specs = ensure_exports(name, student, work, valid, train_targets, trained, max_new_tokens)
+                    trained: bool, max_new_tokens: int, warmup: int, gates: dict, warm_sentences: int = 100,
+                    warm_rounds: int = 4) -> dict:
+    specs = ensure_exports(name, student, work, valid, train_targets, trained, max_new_tokens, gates)
     translators = {spec.name: load_engine(spec, 1) for spec in specs}
     with console.status(f"{name}: {len(texts)} sentences x {len(specs)} engines") as status:
         timings = interleaved_latency(translators, texts, warmup=warmup, max_new_tokens=max_new_tokens,
                                       progress=lambda i: status.update(f"{name}: sentence {i}/{len(texts)}"))
+        # the headline: each engine warm, as an app runs one engine, blocks alternating
+        paired = sorted({engine for a, b, _ in PAIRS for engine in (a, b)} & set(translators))
+        warm = warm_block_latency({n: translators[n] for n in paired}, texts[:warm_sentences], rounds=warm_rounds,
+                                  warmup=warmup, max_new_tokens=max_new_tokens,
+                                  progress=lambda r, n: status.update(f"{name}: warm blocks, round {r}, {n}"))
     outputs = {n: [t.translate_with_ids([text], max_new_tokens, 1)[0][0] for text in texts[:5]]
                for n, t in translators.items()}
     del translators
@@ -207,6 +217,10 @@ def measure_student(name: str, student: Path, work: Path, texts: list[str], vali
         engines[spec.name] = row
     seconds = {n: t["seconds"] for n, t in timings.items()}
     pairs = {f"{a} / {b}": {"question": q, **pair_ratios(seconds[a], seconds[b])} for a, b, q in PAIRS}
+    warm_pairs = {f"{a} / {b}": {"question": q, **pair_ratios(warm[a]["seconds"], warm[b]["seconds"])}
+                  for a, b, q in PAIRS}
+    for engine, timing in warm.items():
+        engines[engine]["warm"] = summarise(timing)
     levers = []
     for lever, on, off in LEVERS:
         ratio = pair_ratios(seconds[on], seconds[off])
@@ -220,7 +234,8 @@ def measure_student(name: str, student: Path, work: Path, texts: list[str], vali
     with console.status(f"{name}: where the one-file model's time goes"):
         costs = step_costs(work / HEADLINE, texts[:100], max_new_tokens=max_new_tokens)
     return {"student": str(student.relative_to(REPO) if student.is_relative_to(REPO) else student),
-            "trained": trained, "params": _params(student), "engines": engines, "pairs": pairs, "levers": levers,
+            "trained": trained, "params": _params(student), "engines": engines, "pairs_warm": warm_pairs,
+            "pairs": pairs, "levers": levers,
             "step_costs": costs, "outputs_first_5": outputs}
 
 
@@ -237,11 +252,20 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=REPO / "runs/engines", help="exports are kept here")
     parser.add_argument("--sentences", type=int, default=200, help="timed test sentences per engine")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--warm-sentences", type=int, default=100,
+                        help="sentences in each engine's warm block (the headline ratios)")
+    parser.add_argument("--warm-rounds", type=int, default=4, help="rounds of warm blocks, engines alternating")
     parser.add_argument("--forced-length", type=int, default=32, help="tokens the random 16m student decodes")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=CHECKPOINT",
                         help="another trained student to measure the same way (repeatable)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/engines")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true",
+                        help="export gates on 8 validation sentences: checks the script, gives no result")
     args = parser.parse_args()
+    if args.smoke and args.out.resolve() == RESULTS.resolve():
+        print("--smoke writes no committed result: give --out", file=sys.stderr)
+        return 2
+    gates = SMOKE_GATES if args.smoke else GATES
     extra = {}
     for item in args.extra:
         name, _, path = item.partition("=")
@@ -267,10 +291,12 @@ def main() -> int:
             student, trained, limit = random_student(args.work / "random-16m", args.forced_length), False, \
                 args.forced_length
         students[name] = measure_student(name, student, args.work / name, texts, valid, train_targets,
-                                         trained=trained, max_new_tokens=limit, warmup=args.warmup)
+                                         trained=trained, max_new_tokens=limit, warmup=args.warmup, gates=gates,
+                                         warm_sentences=args.warm_sentences, warm_rounds=args.warm_rounds)
     for name, student in extra.items():
         students[name] = measure_student(name, student, args.work / name, texts, valid, train_targets,
-                                         trained=True, max_new_tokens=128, warmup=args.warmup)
+                                         trained=True, max_new_tokens=128, warmup=args.warmup, gates=gates,
+                                         warm_sentences=args.warm_sentences, warm_rounds=args.warm_rounds)
     import ctranslate2
     import onnxruntime_extensions
 
@@ -281,6 +307,9 @@ def main() -> int:
         "settings": {"decoding": "greedy, batch 1, one thread, text in -> text out",
                      "max_new_tokens": {n: (args.forced_length if n == "16m" else 128) for n in students},
                      "warmup_per_engine": args.warmup, "order": "round-robin per sentence, first engine rotating",
+                     "warm_blocks": f"{args.warm_rounds} rounds; each engine translates the first "
+                                    f"{args.warm_sentences} sentences in a row, engines alternating; "
+                                    "per-sentence median over rounds (the headline ratios)",
                      "app_memory": "fresh process with only the runtime, 20 sentences (VmHWM)"},
         "versions": {"ctranslate2": ctranslate2.__version__, "onnxruntime_extensions": onnxruntime_extensions.__version__},
         "not_built": NOT_BUILT,
@@ -297,30 +326,44 @@ def main() -> int:
 
 
 def render(payload: dict) -> str:
-    prov = payload["provenance"]
+    from functools import partial
+
+    from ekd_edge.markdown import number, provenance_footer, table
+
+    f0, f1, f3 = (partial(number, spec=spec) for spec in (".0f", ".1f", ".3f"))
+
+    def ratio(value) -> str:
+        return number(value, ".3f", "x")
+
+    def pair(a, b, spec: str) -> str:
+        return f"{number(a, spec)} / {number(b, spec)}"
+
+    def ratio_table(pairs: dict) -> str:
+        return table(["A / B", "median", "p10", "p90", "A faster on"],
+                     [[name, ratio(r["median"]), ratio(r["p10"]), ratio(r["p90"]), f"{r['wins']}/{r['n']}"]
+                      for name, r in pairs.items()], align="lrrrr")
+
     lines = ["# Engines and one-file speed levers", "", f"Command: `{payload['command']}`  ",
-             f"Commit: `{prov.get('commit')}` (dirty: {prov.get('dirty')})  ", f"Data: {payload['data']}  ",
+             f"Data: {payload['data']}  ",
              f"Settings: {payload['settings']['decoding']}; {payload['settings']['order']}; "
              f"{payload['settings']['warmup_per_engine']} warm-up sentences per engine.", ""]
     for name, s in payload["students"].items():
         label = "trained" if s["trained"] else "random weights, EOS blocked: latency only"
-        lines += [f"## {name}: `{s['student']}` ({s['params'] / 1e6:.2f}M parameters, {label})", "",
-                  "| engine | p50 ms | p90 ms | tokens/s | size MB | parity | BLEU drop | app peak MB "
-                  "| app peak beyond Python MB | app model MB | app load s |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        engines = []
         for engine, e in s["engines"].items():
-            parity = (e.get("export_parity") or {}).get("rate")
-            drop = (e.get("quality_gate") or {}).get("bleu_drop")
             app = e.get("app_memory") or {}
-            lines.append(f"| {engine} | {e['p50_ms']:.2f} | {e['p90_ms']:.2f} | {e['tokens_per_s']:.0f} | {e['size_mb']:.2f} "
-                         f"| {_fmt(parity, '.3f')} | {_fmt(drop, '.2f')} | {_fmt(app.get('peak_rss_mb'), '.1f')} "
-                         f"| {_fmt(app.get('beyond_python_mb'), '.1f')} "
-                         f"| {_fmt(app.get('model_mb'), '.1f')} | {_fmt(app.get('load_s'), '.3f')} |")
+            engines.append([engine, e["p50_ms"], e["p90_ms"], e["tokens_per_s"], e["size_mb"],
+                            (e.get("export_parity") or {}).get("rate"), (e.get("quality_gate") or {}).get("bleu_drop"),
+                            app.get("peak_rss_mb"), app.get("beyond_python_mb"), app.get("model_mb"), app.get("load_s")])
+        lines += [f"## {name}: `{s['student']}` ({s['params'] / 1e6:.2f}M parameters, {label})", "",
+                  table(["engine", "p50 ms", "p90 ms", "tokens/s", "size MB", "parity", "BLEU drop", "app peak MB",
+                         "app peak beyond Python MB", "app model MB", "app load s"], engines, align="l" + "r" * 10,
+                        formats={3: f0, 5: f3, 7: f1, 8: f1, 9: f1, 10: f3})]
         lean = s["engines"][HEADLINE].get("app_memory_lean_session")
         if lean:
-            lines += ["", f"{HEADLINE} with the lean-memory session settings (no arena, no memory pattern, no "
-                          f"pre-packing): app peak {lean['peak_rss_mb']:.1f} MB, model {lean['model_mb']:.1f} MB, "
-                          f"idle runtime {lean['idle_rss_mb']:.1f} MB."]
+            lines += [f"{HEADLINE} with the lean-memory session settings (no arena, no memory pattern, no "
+                      f"pre-packing): app peak {lean['peak_rss_mb']:.1f} MB, model {lean['model_mb']:.1f} MB, "
+                      f"idle runtime {lean['idle_rss_mb']:.1f} MB.", ""]
         kinds = []
         for engine in (HEADLINE, "ct2-int8"):
             memory = s["engines"][engine].get("app_memory") or {}
@@ -329,41 +372,34 @@ def render(payload: dict) -> str:
                 kinds.append(f"{engine} anon {idle['anon']:.1f} -> {end['anon']:.1f} MB, file {idle['file']:.1f} -> "
                              f"{end['file']:.1f} MB")
         if kinds:
-            lines += ["", "Resident set by kind, runtime imported -> after the last sentence (anon: heap and other "
-                          "private memory; file: mapped pages of the runtime's libraries and files): "
-                      + "; ".join(kinds) + "."]
-        lines += ["", "App memory: a fresh process holding only the runtime (onnxruntime + extensions library + numpy, or "
-                      "ctranslate2 + sentencepiece) translates 20 sentences; peak = VmHWM; beyond Python = peak less the "
-                      "bare interpreter and less numpy's import (the onnxruntime Python package needs numpy, an app "
-                      "does not); model = peak less the process with the runtime imported and no model."]
-        lines += ["", "| A / B | median | p10 | p90 | A faster on |", "| --- | ---: | ---: | ---: | ---: |"]
-        for pair, r in s["pairs"].items():
-            lines.append(f"| {pair} | {r['median']:.3f}x | {r['p10']:.3f}x | {r['p90']:.3f}x | {r['wins']}/{r['n']} |")
-        lines += ["", "Levers (latency: per-sentence median of on/off; < 1 = faster with it):", "",
-                  "| lever | on | off | latency | size | parity on / off | BLEU drop on / off |",
-                  "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
-        for lv in s["levers"]:
-            lines.append(f"| {lv['lever']} | {lv['on']} | {lv['off']} | {lv['latency_ratio_median']:.3f}x "
-                         f"| {lv['size_ratio']:.2f}x | {_fmt(lv['parity_on'], '.3f')} / {_fmt(lv['parity_off'], '.3f')} "
-                         f"| {_fmt(lv['bleu_drop_on'], '.2f')} / {_fmt(lv['bleu_drop_off'], '.2f')} |")
+            lines += ["Resident set by kind, runtime imported -> after the last sentence (anon: heap and other "
+                      "private memory; file: mapped pages of the runtime's libraries and files): "
+                      + "; ".join(kinds) + ".", ""]
+        lines += ["App memory: a fresh process holding only the runtime (onnxruntime + extensions library + numpy, or "
+                  "ctranslate2 + sentencepiece) translates 20 sentences; peak = VmHWM; beyond Python = peak less the "
+                  "bare interpreter and less numpy's import (the onnxruntime Python package needs numpy, an app "
+                  "does not); model = peak less the process with the runtime imported and no model.", ""]
+        if s.get("pairs_warm"):   # results before the warm blocks have the round-robin ratios only
+            lines += [f"Warm blocks: {payload['settings']['warm_blocks']}.", "",
+                      ratio_table(s["pairs_warm"]), "Round robin per sentence (caches cold between sentences):", ""]
+        lines.append(ratio_table(s["pairs"]))
+        lines += ["Levers (latency: per-sentence median of on/off; < 1 = faster with it):", "",
+                  table(["lever", "on", "off", "latency", "size", "parity on / off", "BLEU drop on / off"],
+                        [[lv["lever"], lv["on"], lv["off"], ratio(lv["latency_ratio_median"]),
+                          number(lv["size_ratio"], ".2f", "x"), pair(lv["parity_on"], lv["parity_off"], ".3f"),
+                          pair(lv["bleu_drop_on"], lv["bleu_drop_off"], ".2f")] for lv in s["levers"]],
+                        align="lllrrrr")]
         c = s["step_costs"]
         shares = ", ".join(f"{k} {v:.0%}" for k, v in c["step_kernel_share"].items())
-        lines += ["", f"Where {HEADLINE}'s time goes ({c['sentences']} sentences, {c['decoder_steps_per_sentence']:.1f} "
-                      f"later steps each): whole model {c['whole_model_ms_per_sentence']:.2f} ms/sentence; its subgraphs "
-                      f"called from Python: encoder + first step {c['encoder_and_first_step_ms']:.2f} ms, later steps "
-                      f"{c['later_steps_ms']:.2f} ms ({c['ms_per_later_step'] * 1000:.0f} us each); whole minus parts "
-                      f"{c['search_tokenizer_and_calls_ms']:+.2f} ms (search bookkeeping + tokenizer, less the Python "
-                      f"call cost of the parts). Kernel time of a step: {shares}.", ""]
+        lines += [f"Where {HEADLINE}'s time goes ({c['sentences']} sentences, {c['decoder_steps_per_sentence']:.1f} "
+                  f"later steps each): whole model {c['whole_model_ms_per_sentence']:.2f} ms/sentence; its subgraphs "
+                  f"called from Python: encoder + first step {c['encoder_and_first_step_ms']:.2f} ms, later steps "
+                  f"{c['later_steps_ms']:.2f} ms ({c['ms_per_later_step'] * 1000:.0f} us each); whole minus parts "
+                  f"{c['search_tokenizer_and_calls_ms']:+.2f} ms (search bookkeeping + tokenizer, less the Python "
+                  f"call cost of the parts). Kernel time of a step: {shares}.", ""]
     lines += ["## Levers not built", ""] + [f"- {k}: {v}" for k, v in payload["not_built"].items()] + [""]
-    env = prov["environment"]
-    lines += [f"Machine: {env['cpu']}, {env['usable_cores']} usable cores; {env['os']}; Python {env['python']}.  ",
-              f"Packages: {json.dumps({**env['packages'], **payload['versions']})}  ",
-              f"Load average before: {prov['load_average_before']}  ", f"Load average after: {prov['load_average_after']}", ""]
+    lines.append(provenance_footer(payload["provenance"], versions=payload["versions"]))
     return "\n".join(lines)
-
-
-def _fmt(value, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

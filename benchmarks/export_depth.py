@@ -2,12 +2,14 @@
 
     python benchmarks/export_depth.py                          # the last stage of runs/demo
     python benchmarks/export_depth.py --checkpoint DIR --recovery-steps 600
+    python benchmarks/export_depth.py --checkpoint DIR --test-sentences 8 --latency-sentences 3 \
+        --gate-sentences 8 --recovery-steps 2 --work DIR --out DIR      # every variant at smoke size
 
 Every variant (ONNX bundles, the one-file builds, CTranslate2, pruning) is exported through the
 library (with its gates), then measured the same way:
 model-file size (the ONNX graphs, CTranslate2's model.bin or the safetensors weights), parameters,
 BLEU/chrF on the whole test split (greedy), batch-1 greedy latency (p50/p90, one thread) on the
-first test sentences. Writes benchmarks/results/export-depth/result.json and result.md.
+first test sentences. Writes benchmarks/results/export-depth/result.json and result.md (or into --out).
 """
 
 from __future__ import annotations
@@ -82,22 +84,25 @@ def main() -> int:
     parser.add_argument("--latency-sentences", type=int, default=100)
     parser.add_argument("--gate-sentences", type=int, default=200)
     parser.add_argument("--recovery-steps", type=int, default=600)
+    parser.add_argument("--test-sentences", type=int, default=0, help="first N test sentences (0 = all)")
+    parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--render", action="store_true", help="only rewrite result.md from result.json")
     args = parser.parse_args()
     if args.render:
-        result = json.loads((OUT / "result.json").read_text())
-        atomic_write(OUT / "result.md", render(result).encode())
+        result = json.loads((args.out / "result.json").read_text())
+        atomic_write(args.out / "result.md", render(result).encode())
         return 0
     provenance = Provenance.begin(threads=1, settings={"latency_sentences": args.latency_sentences,
                                                        "gate_sentences": args.gate_sentences,
-                                                       "recovery_steps": args.recovery_steps})
+                                                       "recovery_steps": args.recovery_steps,
+                                                       "test_sentences": args.test_sentences})
 
     from ekd_edge.export.ct2 import export_ct2_bundle
     from ekd_edge.export.onnx_export import export_bundle
     from ekd_edge.export.prune import PruneSettings, prune_checkpoint
 
     corpus = load_corpus("lo-help-en-de")
-    test, valid = corpus.split("test"), corpus.split("valid")
+    test, valid = corpus.split("test").head(args.test_sentences or None), corpus.split("valid")
     gate = valid.head(args.gate_sentences)
     parity = gate.src
     from ekd_edge.defaults import DEMO_RUN_DIR
@@ -180,10 +185,10 @@ def main() -> int:
         "rows": rows,
     }
     result["provenance"] = provenance.end(models=[REPO / r["path"] for r in rows])
-    OUT.mkdir(parents=True, exist_ok=True)
-    atomic_write(OUT / "result.json", (json.dumps(result, indent=2) + "\n").encode())
-    atomic_write(OUT / "result.md", render(result).encode())
-    console.print((OUT / "result.md").read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out / "result.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write(args.out / "result.md", render(result).encode())
+    console.print((args.out / "result.md").read_text())
     return 0
 
 
@@ -200,39 +205,38 @@ def _versions() -> dict:
 
 
 def render(result: dict) -> str:
+    from ekd_edge.markdown import provenance_footer, table
+
     # results written before the provenance block kept its fields at the top level (--render)
     prov = result.get("provenance", result)
+    body = []
+    for r in result["rows"]:
+        gate = r.get("quality_gate") or {}
+        body.append([r["name"], r["model_bytes"] / 1e6, f"{r['size_vs_onnx_fp32']:.3f}", r["params"] or None, r["bleu"],
+                     f"{r['bleu_drop_vs_checkpoint']:+.2f}", r["chrf"], f"{r['latency_p50_ms']:.1f}",
+                     f"{r['latency_p90_ms']:.1f}", f"{r['latency_p50_change']:+.0%}",
+                     f"{gate.get('status')} ({gate.get('bleu_drop')})" if gate else None])
     lines = [
         "# Export depth on the demo's final student",
         "",
         f"Command: `{result['command']}`  ",
         f"Checkpoint: `{result['checkpoint']}`  ",
-        f"Commit: `{prov.get('commit')}` (dirty: {prov.get('dirty')})  ",
         f"Test: {result['data']['test']}  ",
         f"Latency: {result['data']['latency']}  ",
-        f"Gates: {result['data']['gates']}  ",
-        f"Machine: {prov['environment'].get('cpu')}, {prov['environment'].get('usable_cores')} usable cores; "
-        f"load average before {prov['load_average_before']}, after {prov['load_average_after']}  ",
-        f"Versions: {json.dumps({**prov['environment'].get('packages', {}), **result.get('versions', {})})}",
+        f"Gates: {result['data']['gates']}",
         "",
-        "| variant | model MB | × onnx fp32 | params | BLEU | ΔBLEU | chrF | p50 ms | p90 ms | Δp50 | gate |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        table(["variant", "model MB", "× onnx fp32", "params", "BLEU", "ΔBLEU", "chrF", "p50 ms", "p90 ms", "Δp50",
+               "gate"], body, align="l" + "r" * 9 + "l"),
+        "ΔBLEU is the drop against the PyTorch checkpoint (positive = worse); Δp50 is the latency change "
+        "against it. The quality gate column is the gate on validation data (BLEU drop in brackets). "
+        "\"× onnx fp32\" compares model files only (ONNX graphs, ct2/model.bin or model.safetensors). "
+        "The pruned model without recovery emits degenerate output up to the length limit, hence its latency. "
+        "Portable numerics (export/portable.py) trade speed for identical tokens on x86 and ARM "
+        "(benchmarks/results/arm/).", "",
     ]
-    for r in result["rows"]:
-        gate = r.get("quality_gate") or {}
-        gate_text = f"{gate.get('status')} ({gate.get('bleu_drop')})" if gate else "–"
-        lines.append(
-            f"| {r['name']} | {r['model_bytes'] / 1e6:.2f} | {r['size_vs_onnx_fp32']:.3f} | {r['params'] or '–'} | "
-            f"{r['bleu']:.2f} | {r['bleu_drop_vs_checkpoint']:+.2f} | {r['chrf']:.2f} | {r['latency_p50_ms']:.1f} | "
-            f"{r['latency_p90_ms']:.1f} | {r['latency_p50_change']:+.0%} | {gate_text} |")
-    lines += ["", "ΔBLEU is the drop against the PyTorch checkpoint (positive = worse); Δp50 is the latency change "
-              "against it. The quality gate column is the gate on validation data (BLEU drop in brackets). "
-              "\"× onnx fp32\" compares model files only (ONNX graphs, ct2/model.bin or model.safetensors). "
-              "The pruned model without recovery emits degenerate output up to the length limit, hence its latency. "
-              "Portable numerics (export/portable.py) trade speed for identical tokens on x86 and ARM "
-              "(benchmarks/results/arm/).", ""]
     if prov["load_average_before"][0] > 1.0:  # 1 = the benchmark's own thread
         lines += ["Other jobs loaded the 2 cores during this run (see load averages): read latencies as rough.", ""]
+    lines.append(provenance_footer(prov, versions=result.get("versions")))
     return "\n".join(lines)
 
 

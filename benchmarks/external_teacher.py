@@ -1,6 +1,7 @@
 """A teacher from outside the run: a downloaded-style OPUS-MT checkpoint with its own tokenizer.
 
     .venv/bin/python benchmarks/external_teacher.py [--work runs/external-teacher] [--steps 1500]
+    .venv/bin/python benchmarks/external_teacher.py --smoke --out DIR --work DIR   # tiny sizes: a check, not a result
 
 1. The shipped `teacher-m` (6.0M parameters, trained by this project) is rewritten exactly as an
    OPUS-MT checkpoint is laid out: `source.spm`/`target.spm`, a joint `vocab.json` in OPUS order
@@ -18,7 +19,7 @@
    (p against the trimmed student), parameters, checkpoint size, one-file int8 bundle size, and
    the vocabulary before and after trimming.
 
-Writes benchmarks/results/external-teacher/: result.json, result.md.
+Writes benchmarks/results/external-teacher/ (or --out): result.json, result.md.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ seed = 1
 corpus = "lo-help-en-de"
 max_train_pairs = {pairs}
 max_length = 64
-valid_sentences = 200
+valid_sentences = {valid_sentences}
 [tokenizer]
 {tokenizer}
 [training]
@@ -63,9 +64,13 @@ steps_per_stage = {steps}
 {stage}
 """
 VARIANTS = {
-    "seqkd": {"tokenizer": "vocab_size = 4000", "stage": '[[stage]]\nmethod = "auto"\nseqkd_beams = 2'},
+    "seqkd": {"tokenizer": "vocab_size = {vocab}", "stage": '[[stage]]\nmethod = "auto"\nseqkd_beams = 2'},
     "trimmed": {"tokenizer": 'from = "opus"\ntrim = true', "stage": '[[stage]]\nmethod = "auto"'},
 }
+
+
+# --smoke: every step at a size that runs in seconds (the seq-KD tokenizer needs a vocabulary the pairs can fill)
+SMOKE = {"pairs": 100, "steps": 2, "test_sentences": 8, "bootstrap": 20, "vocab": 150, "valid_sentences": 8}
 
 
 def write_opus_layout(source: Path, out: Path) -> dict:
@@ -111,7 +116,8 @@ def same_translations(a: Path, b: Path, texts: list[str]) -> dict:
 
 def start_run(name: str, recipe: Path, run_dir: Path, core: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = ["taskset", "-c", str(core), sys.executable, "-m", "ekd_edge", "distill", str(recipe),
+    cores = sorted(os.sched_getaffinity(0))   # a container may offer fewer cores than the host has
+    command = ["taskset", "-c", str(cores[core % len(cores)]), sys.executable, "-m", "ekd_edge", "distill", str(recipe),
                "--run-dir", str(run_dir)]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
@@ -123,17 +129,27 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--test-sentences", type=int, default=500)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script, gives no result")
     args = parser.parse_args()
+    sizes = {"vocab": 4000, "valid_sentences": 200}
+    if args.smoke:
+        if args.out.resolve() == RESULTS.resolve():
+            raise SystemExit("--smoke writes no committed result: give --out")
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+        sizes = {key: SMOKE[key] for key in sizes}
     from ekd_edge.bench import model_size_mb
     from ekd_edge.bench.provenance import Provenance
     from ekd_edge.data import load_corpus
     from ekd_edge.data.adopt import read_vocab_map
     from ekd_edge.distill.compare import paired_bootstrap
     from ekd_edge.export.onefile import export_onefile
+    from ekd_edge.markdown import count, p_value, plain, provenance_footer, table
     from ekd_edge.models import count_parameters, load_model
     from ekd_edge.runtime.torch_engine import TorchTranslator
 
-    settings = {k: getattr(args, k) for k in ("pairs", "steps", "test_sentences", "bootstrap")}
+    settings = {**{k: getattr(args, k) for k in ("pairs", "steps", "test_sentences", "bootstrap")}, **sizes}
     provenance = Provenance.begin(threads=1, settings={**settings, "placement": "two runs side by side, "
                                                        "taskset -c 0 / -c 1, one thread each"})
     work = args.work.resolve()
@@ -150,7 +166,9 @@ def main() -> int:
     for core, (name, variant) in enumerate(VARIANTS.items()):
         run_dir = work / name
         recipe = work / f"{name}.toml"
-        recipe.write_text(RECIPE.format(name=name, pairs=args.pairs, steps=args.steps, teacher=teacher_dir, **variant))
+        stages = {key: text.format(**sizes) for key, text in variant.items()}
+        recipe.write_text(RECIPE.format(name=name, pairs=args.pairs, steps=args.steps, teacher=teacher_dir,
+                                        valid_sentences=sizes["valid_sentences"], **stages))
         runs[name] = run_dir
         procs[name] = (start_run(name, recipe, run_dir, core, work / f"{name}.log"), time.perf_counter())
     wall = {}
@@ -193,8 +211,15 @@ def main() -> int:
         "wall_s": {**wall, "total": round(time.perf_counter() - started, 1)},
     }
     out["provenance"] = provenance.end(models=list(systems.values()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "result.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "result.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    body = []
+    for name, r in rows.items():
+        method = r.get("stage_method", {})
+        body.append([name, f"{method.get('method', '')} ({method.get('teacher_kind', '')})",
+                     r.get("student_vocab", layout["pieces"]), r["params"], r["bleu"], f"± {r['bleu_ci']:.2f}",
+                     p_value(r["bleu_p"], ".3f"), r["chrf"], f"± {r['chrf_ci']:.2f}", r["checkpoint_mb"],
+                     r.get("onefile_int8_mb")])
     lines = ["# external-teacher: an OPUS-MT-layout teacher with its own tokenizer", "",
              f"Command: `{out['command']}`", "",
              f"Teacher: `{out['teacher']['source']}` rewritten in the OPUS-MT layout ({layout['pieces']:,} ids, "
@@ -202,25 +227,14 @@ def main() -> int:
              "validation sentences exactly as the original.", "",
              f"Test split, first {len(test)} sentences, greedy; 95% paired-bootstrap intervals "
              f"({args.bootstrap} resamples), p against the trimmed student.", "",
-             "| system | method | vocabulary | params | BLEU | 95% CI | p | chrF | 95% CI | checkpoint MB | one-file int8 MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, r in rows.items():
-        method = r.get("stage_method", {}).get("method", "")
-        kind = r.get("stage_method", {}).get("teacher_kind", "")
-        p = "ref." if r["bleu_p"] is None else f"{r['bleu_p']:.3f}"
-        vocab = r.get("student_vocab", layout["pieces"])
-        lines.append(f"| {name} | {method} ({kind}) | {vocab:,} | {r['params']:,} | {r['bleu']:.2f} | ± {r['bleu_ci']:.2f} | "
-                     f"{p} | {r['chrf']:.2f} | ± {r['chrf_ci']:.2f} | {r['checkpoint_mb']} | {r.get('onefile_int8_mb', '')} |")
-    prov = out["provenance"]
-    env = prov["environment"]
-    lines += ["", f"Vocabulary: teacher {vocab_map['teacher_vocab']:,} ids → trimmed student "
-                  f"{vocab_map['student_vocab']:,} (pieces the {args.pairs:,} training pairs use, plus <pad>, </s>, <unk>).",
-              "", f"Wall time (s): {out['wall_s']} (the two runs side by side, pinned to one core each).", "",
-              f"Machine: {env['cpu']}, {env['usable_cores']} usable cores, torch {env['packages'].get('torch')}, "
-              f"transformers {env['packages'].get('transformers')}; commit {str(prov.get('commit'))[:7]}"
-              f"{' (dirty)' if prov.get('dirty') else ''}; load average before {prov['load_average_before']}, "
-              f"after {prov['load_average_after']}."]
-    (RESULTS / "result.md").write_text("\n".join(lines) + "\n")
+             table(["system", "method", "vocabulary", "params", "BLEU", "95% CI", "p", "chrF", "95% CI",
+                    "checkpoint MB", "one-file int8 MB"], body, align="ll" + "r" * 9,
+                   formats={2: count, 3: count, 9: plain, 10: plain}),
+             f"Vocabulary: teacher {vocab_map['teacher_vocab']:,} ids → trimmed student "
+             f"{vocab_map['student_vocab']:,} (pieces the {args.pairs:,} training pairs use, plus <pad>, </s>, <unk>).",
+             "", f"Wall time (s): {out['wall_s']} (the two runs side by side, pinned to one core each).", "",
+             provenance_footer(out["provenance"])]
+    (args.out / "result.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -135,6 +135,7 @@ def main() -> int:
     import torch
 
     from ekd_edge.bench.provenance import Provenance
+    from ekd_edge.markdown import plain, provenance_footer, table
     from external_teacher import write_opus_layout
 
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
@@ -163,29 +164,31 @@ def main() -> int:
     out["provenance"] = provenance.end()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(out, indent=2))
-    lines = ["# gpu-smoke: every method on each device", "", f"Command: `{out['command']}`; GPU: {out['gpu']}; "
-             f"torch {out['torch']}; commit {str(out['provenance'].get('commit'))[:7]}", "",
-             "| ladder | stage | method (teacher kind) | " + " | ".join(f"{d} tokens/s" for d in devices) + " |",
-             "|---|---|---|" + "---:|" * len(devices)]
-    failed = False
+    rows, failed = [], False
     for name in LADDERS:
         first = next((results[d][name] for d in devices if results[d][name]["ok"]), None)
         for d in devices:
             if not results[d][name]["ok"]:
                 failed = True
-                lines.append(f"| {name} | – | FAILED on {d}: {results[d][name]['last_line']} |" + " |" * len(devices))
+                rows.append([name, None, f"FAILED on {d}: {results[d][name]['last_line']}", *[None] * len(devices)])
         if first is None:
             continue
         for stage, info in first["stages"].items():
-            cells = [str(results[d][name]["stages"][stage]["tokens_per_s"]) if results[d][name]["ok"] else "failed"
-                     for d in devices]
-            lines.append(f"| {name} | {stage} | {info['method']} ({info['kind']}) | " + " | ".join(cells) + " |")
+            rows.append([name, stage, f"{info['method']} ({info['kind']})",
+                         *[results[d][name]["stages"][stage]["tokens_per_s"] if results[d][name]["ok"] else "failed"
+                           for d in devices]])
+    lines = ["# gpu-smoke: every method on each device", "", f"Command: `{out['command']}`; GPU: {out['gpu']}; "
+             f"torch {out['torch']}", "",
+             table(["ladder", "stage", "method (teacher kind)", *(f"{d} tokens/s" for d in devices)], rows,
+                   align="lll" + "r" * len(devices), formats={3 + i: plain for i in range(len(devices))})]
     for d in devices:
         pr = results[d].get("prune-recovery")
         if pr is not None:
             failed |= not pr["ok"]
-            lines.append(f"\nPruning + 30 recovery steps on {d}: " + (f"{pr['wall_s']} s" if pr["ok"] else f"FAILED: {pr['last_line']}"))
-    (args.out / "result.md").write_text("\n".join(lines) + "\n")
+            done = f"{pr['wall_s']} s" if pr["ok"] else f"FAILED: {pr['last_line']}"
+            lines += [f"Pruning + 30 recovery steps on {d}: {done}", ""]
+    lines.append(provenance_footer(out["provenance"]))
+    (args.out / "result.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 1 if failed else 0
 

@@ -9,7 +9,7 @@ reported separately: it is paid once per teacher and data, not per step). Method
 interleaved rounds (CE, online, cached, CE, …) so a busy neighbour slows all of them alike; the
 reported figure is each method's median round, in target tokens per second.
 
-Writes benchmarks/results/kd-throughput/result.json and result.md.
+Writes benchmarks/results/kd-throughput/result.json and result.md (or into --out).
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--k", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     from ekd_edge.bench.provenance import Provenance
+    from ekd_edge.markdown import number, provenance_footer, table
 
     provenance = Provenance.begin(threads=args.threads, settings={"pairs": args.pairs, "steps": args.steps,
                                                                   "rounds": args.rounds, "k": args.k})
@@ -106,20 +108,16 @@ def main() -> int:
         "machine_note": "methods were interleaved per round so they saw the same conditions",
     }
     result["provenance"] = provenance.end(models=[teacher_dir])
-    prov = result["provenance"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "result.json").write_text(json.dumps(result, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "result.json").write_text(json.dumps(result, indent=2))
     lines = ["# Student step throughput: CE only vs online teacher vs cached top-k", "",
-             f"Command: `{result['command']}`  ", f"Commit: `{result['provenance']['commit']}` (dirty: "
-             f"{result['provenance']['dirty']})", "",
-             "| method | target tokens/s (median of rounds) | × CE-only |", "|---|---:|---:|"]
-    lines += [f"| {n} | {summary[n]:,.0f} | {ratios[n]:.2f} |" for n in summary]
-    lines += ["", f"Cache build (once per teacher + data + k): {build_s} s; on disk: {result['cache_bytes']} bytes.",
-              f"Settings: {result['settings']}", "",
-              f"Machine: {prov['environment']['cpu']}, {prov['environment']['usable_cores']} usable cores, "
-              f"torch {prov['environment']['packages'].get('torch')}; load average before {prov['load_average_before']}, "
-              f"after {prov['load_average_after']} (methods interleaved per round)."]
-    (RESULTS / "result.md").write_text("\n".join(lines) + "\n")
+             f"Command: `{result['command']}`", "",
+             table(["method", "target tokens/s (median of rounds)", "× CE-only"],
+                   [[n, summary[n], ratios[n]] for n in summary], formats={1: lambda v: number(v, ",.0f")}),
+             f"Cache build (once per teacher + data + k): {build_s} s; on disk: {result['cache_bytes']} bytes.",
+             f"Settings: {result['settings']}", "", "Methods were interleaved per round.", "",
+             provenance_footer(result["provenance"])]
+    (args.out / "result.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

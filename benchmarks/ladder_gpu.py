@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from ekd_edge.bench.provenance import Provenance  # noqa: E402
 from ekd_edge.files import write_json_atomic, write_text_atomic  # noqa: E402
+from ekd_edge.markdown import count, p_value, plain, provenance_footer, table  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ladder-gpu"
 PAPER = {"source": "EKD paper, arXiv 2605.09924, IWSLT14 de-en", "student_6m_ekd": 34.24,
@@ -89,20 +90,18 @@ def device_info() -> dict:
 
 
 def markdown(result: dict) -> str:
-    rows = result["compare"]["rows"]
-    p = lambda v: "ref." if v is None else f"{v:.4f}"  # noqa: E731
+    rows = [[r["name"], r["role"], r["params"], r["bleu"], p_value(r["bleu_p"]), r["chrf"], p_value(r["chrf_p"]),
+             result["models"].get(r["name"], {}).get("steps"), result["models"].get(r["name"], {}).get("wall_s")]
+            for r in result["compare"]["rows"]]
     lines = ["# ladder-gpu: EKD at the paper's capacities", "",
              f"Corpus {result['settings']['corpus']}, device {result['device']['device']} "
              f"({result['device']['name'] or 'CPU'}), wall {result['wall_s'] / 60:.1f} min"
              + (" — SMOKE sizes: a check that the script runs, not a result" if result["settings"]["smoke"] else ""),
-             "", "| model | role | params | test BLEU | p | chrF | p | steps | train s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        info = result["models"].get(r["name"], {})
-        lines.append(f"| {r['name']} | {r['role']} | {r['params']:,} | {r['bleu']:.2f} | {p(r['bleu_p'])} | "
-                     f"{r['chrf']:.2f} | {p(r['chrf_p'])} | {info.get('steps', '')} | {info.get('wall_s', '')} |")
-    lines += ["", f"The paper for comparison ({PAPER['source']}): 6M EKD student {PAPER['student_6m_ekd']}, "
-                  f"39M senior teacher {PAPER['senior_teacher_39m']}, 6M direct KD {PAPER['direct_kd_6m']} BLEU.", ""]
+             "", table(["model", "role", "params", "test BLEU", "p", "chrF", "p", "steps", "train s"], rows,
+                       align="llrrrrrrr", formats={2: count, 8: plain}),
+             f"The paper for comparison ({PAPER['source']}): 6M EKD student {PAPER['student_6m_ekd']}, "
+             f"39M senior teacher {PAPER['senior_teacher_39m']}, 6M direct KD {PAPER['direct_kd_6m']} BLEU.", "",
+             provenance_footer(result["provenance"])]
     return "\n".join(lines)
 
 

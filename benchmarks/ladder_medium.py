@@ -34,91 +34,61 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ekd_edge.bench.provenance import Provenance  # noqa: E402
+from ekd_edge.distill.recipe import BASELINES  # noqa: E402
 from ekd_edge.files import write_json_atomic, write_text_atomic  # noqa: E402
+from ekd_edge.markdown import mean_sd, number, p_value, provenance_footer, table  # noqa: E402
+from ladder_sweep import (REFERENCE, SHIPPED_TEACHERS, WORD_KD, batch_tokens, bootstrap_seed, model_records,  # noqa: E402
+                          over_seeds, recipe_text as ladder_recipe, run_pinned)
 
 RESULTS = ROOT / "benchmarks" / "results" / "ladder-medium"
-TEACHERS = ("teacher-s", "teacher-m", "teacher-l")
 METHODS = ("ce-only", "direct-kd", "ekd", "ekd-seqkd")
-WORD_KD = 'method = "word_kd"\nteacher_cache_k = 8\n'
 SEQ_KD = 'method = "seq_kd"\nseqkd_beams = 1\nseqkd_mix = "both"\nteacher_cache_k = 8\n'
 
 
 def recipe_text(method: str, seed: int, steps_per_stage: int, smoke: bool, size: str = "tiny", lr: float = 2e-3,
                 warmup: int = 150) -> str:
     """The demo recipe's settings, this seed, and the stage methods of ``method``."""
-    teachers = "".join(f'[[teacher]]\nname = "{t}"\ncheckpoint = "package:teachers/lo-help-en-de/{t}"\n\n'
-                       for t in TEACHERS)
     first = SEQ_KD if method == "ekd-seqkd" else WORD_KD
-    stages = "".join(f"[[stage]]\n{body}\n" for body in (first, WORD_KD, WORD_KD))
-    baselines = f'baselines = ["{method}"]\n' if method in ("ce-only", "direct-kd") else ""
-    return (f'name = "ladder-medium-{method}"\nseed = {seed}\n\n'
-            f'[data]\ncorpus = "lo-help-en-de"\nmax_length = 64\nvalid_sentences = {20 if smoke else 200}\n'
-            + ("max_train_pairs = 300\n" if smoke else "") +
-            '\n[tokenizer]\nfrom = "teacher-l"\n\n'
-            f'[training]\nbatch_tokens = {1024 if smoke else 2048}\nlr = {lr}\nwarmup_steps = {2 if smoke else warmup}\n'
-            f'label_smoothing = 0.1\ndropout = 0.1\neval_max_new_tokens = {16 if smoke else 128}\nthreads = 1\n'
-            'checkpoint_every = 100\n\n'
-            f'{teachers}[student]\nname = "student"\nsize = "{size}"\nsteps_per_stage = {steps_per_stage}\n{baselines}\n'
-            '[distill]\nloss = "forward_kl"\nalpha = 0.5\ntemperature = 1.0\n\n' + stages)
+    return ladder_recipe(f"ladder-medium-{method}", seed, SHIPPED_TEACHERS, steps_per_stage, size=size,
+                         stages=(first, WORD_KD, WORD_KD), baselines=(method,) if method in BASELINES else (),
+                         smoke=smoke, lr=lr, warmup=warmup)
 
 
 def final_model(run_dir: Path, method: str) -> Path:
-    return run_dir / ("baselines/" + method if method in ("ce-only", "direct-kd") else "students/stage-3")
+    return run_dir / ("baselines/" + method if method in BASELINES else "students/stage-3")
 
 
 def run_all(work: Path, jobs: list[tuple[str, int]], steps: int, smoke: bool, workers: int, size: str = "tiny",
             lr: float = 2e-3, warmup: int = 150) -> dict:
     """Every (method, seed) distill run, ``workers`` at a time, each pinned to its own core."""
-    cores = sorted(os.sched_getaffinity(0))
-    pending, running, walls = list(jobs), {}, {}
-    while pending or running:
-        free = [c for c in cores[:workers] if c not in running.values()]
-        while pending and free:
-            method, seed = pending.pop(0)
-            run_dir = work / f"{method}-seed{seed}"
-            recipe = work / "recipes" / f"{method}-seed{seed}.toml"
-            recipe.parent.mkdir(parents=True, exist_ok=True)
-            recipe.write_text(recipe_text(method, seed, steps, smoke, size, lr, warmup))
-            if (final_model(run_dir, method) / "metrics.json").is_file():
-                print(f"[ladder-medium] {method} seed {seed}: done earlier", flush=True)
-                continue
-            command = ["taskset", "-c", str(free[0]), sys.executable, "-m", "ekd_edge", "distill", str(recipe),
-                       "--run-dir", str(run_dir), "--cache-dir", str(work / "cache")]
-            if method in ("ce-only", "direct-kd"):
-                command += ["--only", method]
-            log = open(work / f"{method}-seed{seed}.log", "ab")
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                    env={**os.environ, "OMP_NUM_THREADS": "1"})
-            running[proc] = free.pop(0)
-            proc.started, proc.label = time.perf_counter(), (method, seed)
-            print(f"[ladder-medium] {method} seed {seed}: started on core {running[proc]}", flush=True)
-        time.sleep(2)
-        for proc in [p for p in running if p.poll() is not None]:
-            del running[proc]
-            method, seed = proc.label
-            if proc.returncode != 0:
-                raise SystemExit(f"{method} seed {seed} failed (exit {proc.returncode}); log "
-                                 f"{work / f'{method}-seed{seed}.log'}")
-            walls[f"{method}-seed{seed}"] = round(time.perf_counter() - proc.started, 1)
-            print(f"[ladder-medium] {method} seed {seed}: finished in {walls[f'{method}-seed{seed}']:.0f} s",
-                  flush=True)
-    return walls
+    todo = []
+    for method, seed in jobs:
+        label = f"{method}-seed{seed}"
+        recipe = work / "recipes" / f"{label}.toml"
+        recipe.parent.mkdir(parents=True, exist_ok=True)
+        recipe.write_text(recipe_text(method, seed, steps, smoke, size, lr, warmup))
+        if (final_model(work / label, method) / "metrics.json").is_file():
+            print(f"[ladder-medium] {method} seed {seed}: done earlier", flush=True)
+            continue
+        command = [sys.executable, "-m", "ekd_edge", "distill", str(recipe), "--run-dir", str(work / label),
+                   "--cache-dir", str(work / "cache")]
+        if method in BASELINES:
+            command += ["--only", method]
+        todo.append((label, command, work / f"{label}.log"))
+    return run_pinned(todo, workers, "ladder-medium")
 
 
 def evaluate(work: Path, jobs: list[tuple[str, int]], test_sentences: int) -> dict:
     """Test translations of every final student, and per seed a paired bootstrap against direct-kd."""
     from ekd_edge.data.corpus import load_corpus
-    from ekd_edge.distill.compare import paired_bootstrap
     from ekd_edge.runtime import load_translator
 
     test = load_corpus("lo-help-en-de").split("test").head(test_sentences or None)
@@ -132,53 +102,21 @@ def evaluate(work: Path, jobs: list[tuple[str, int]], test_sentences: int) -> di
     rows = []
     for seed in sorted({s for _, s in jobs}):
         systems = {m: runs[(m, s)]["hyps"] for m, s in jobs if s == seed}
-        stats = paired_bootstrap(systems, test.tgt, "direct-kd")
-        for method, entry in stats.items():
+        for method, entry in bootstrap_seed(systems, test.tgt).items():
             run = runs[(method, seed)]
-            curve = [json.loads((run["model"].parent / f"stage-{k}" / "metrics.json").read_text())["valid"]["bleu"]
-                     for k in (1, 2, 3)] if method.startswith("ekd") else [run["metrics"]["valid"]["bleu"]]
-            rows.append({"method": method, "seed": seed, **{k: round(v, 4) if isinstance(v, float) else v
-                                                            for k, v in entry.items()},
-                         "valid_bleu_per_stage": [round(b, 2) for b in curve],
-                         "params": run["metrics"]["params"], "steps": _total_steps(run["model"], method),
-                         "train_wall_s": _train_wall(run["model"], method)})
+            records = model_records(work / f"{method}-seed{seed}", method if method in BASELINES else None)
+            rows.append({"method": method, "seed": seed, **entry,
+                         "valid_bleu_per_stage": [round(r["valid"]["bleu"], 2) for r in records],
+                         "params": run["metrics"]["params"], "steps": sum(r["steps"] for r in records),
+                         "train_wall_s": round(sum(r["wall_s"] for r in records), 1)})
     return {"rows": rows, "test_sentences": len(test), "test_fingerprint": test.fingerprint()}
-
-
-def _total_steps(model: Path, method: str) -> int:
-    if not method.startswith("ekd"):
-        return json.loads((model / "metrics.json").read_text())["steps"]
-    return sum(json.loads((model.parent / f"stage-{k}" / "metrics.json").read_text())["steps"] for k in (1, 2, 3))
-
-
-def _train_wall(model: Path, method: str) -> float:
-    if not method.startswith("ekd"):
-        return json.loads((model / "metrics.json").read_text())["wall_s"]
-    return round(sum(json.loads((model.parent / f"stage-{k}" / "metrics.json").read_text())["wall_s"]
-                     for k in (1, 2, 3)), 1)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and spread over seeds per method, and how many seeds beat direct-kd at p < 0.05."""
-    out = []
-    for method in METHODS:
-        mine = [r for r in rows if r["method"] == method]
-        if not mine:
-            continue
-        bleu, chrf = [r["bleu"] for r in mine], [r["chrf"] for r in mine]
-        out.append({"method": method, "seeds": len(mine), "bleu_mean": round(statistics.mean(bleu), 2),
-                    "bleu_sd": round(statistics.stdev(bleu), 2) if len(bleu) > 1 else 0.0,
-                    "chrf_mean": round(statistics.mean(chrf), 2),
-                    "chrf_sd": round(statistics.stdev(chrf), 2) if len(chrf) > 1 else 0.0,
-                    "better_p05": sum(1 for r in mine if r["bleu_p"] is not None and r["bleu_p"] < 0.05
-                                      and r["bleu"] > _direct(rows, r["seed"])),
-                    "worse_p05": sum(1 for r in mine if r["bleu_p"] is not None and r["bleu_p"] < 0.05
-                                     and r["bleu"] < _direct(rows, r["seed"]))})
-    return out
-
-
-def _direct(rows: list[dict], seed: int) -> float:
-    return next(r["bleu"] for r in rows if r["method"] == "direct-kd" and r["seed"] == seed)
+    direct = {r["seed"]: r["bleu"] for r in rows if r["method"] == REFERENCE}
+    return [{"method": method, **over_seeds([r for r in rows if r["method"] == method], direct)}
+            for method in METHODS if any(r["method"] == method for r in rows)]
 
 
 def markdown(result: dict) -> str:
@@ -190,22 +128,20 @@ def markdown(result: dict) -> str:
              f"{3 * s['steps_per_stage']} steps of {s['batch_tokens']} tokens. Test: lo-help-en-de, "
              f"{result['evaluation']['test_sentences']} sentences, greedy; p: paired bootstrap (1000 resamples) "
              "against direct-kd of the same seed.", "",
-             "| method | seeds | test BLEU (mean ± sd) | chrF (mean ± sd) | better than direct-kd, p < 0.05 | worse, p < 0.05 |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for m in result["summary"]:
-        lines.append(f"| {m['method']} | {m['seeds']} | {m['bleu_mean']:.2f} ± {m['bleu_sd']:.2f} | "
-                     f"{m['chrf_mean']:.2f} ± {m['chrf_sd']:.2f} | {m['better_p05']} | {m['worse_p05']} |")
-    lines += ["", "Per run (valid BLEU after each stage: the ladder's curve; baselines have one stage):", "",
-              "| method | seed | test BLEU | p | chrF | p | valid BLEU per stage | train s |",
-              "|---|---:|---:|---:|---:|---:|---|---:|"]
-    for r in result["evaluation"]["rows"]:
-        p = lambda v: "ref." if v is None else f"{v:.4f}"  # noqa: E731
-        lines.append(f"| {r['method']} | {r['seed']} | {r['bleu']:.2f} | {p(r['bleu_p'])} | {r['chrf']:.2f} | "
-                     f"{p(r['chrf_p'])} | {' → '.join(f'{b:.2f}' for b in r['valid_bleu_per_stage'])} | "
-                     f"{r['train_wall_s']:.0f} |")
-    lines += ["", f"Not run: EKD + copy-init. {result['not_run']['ekd-copyinit']}", "",
-              f"Runs: two at a time, one thread each, each pinned to its own core ({result['settings']['workers']} "
-              "workers). Provenance (commit, machine, load before/after, versions) in result.json.", ""]
+             table(["method", "seeds", "test BLEU (mean ± sd)", "chrF (mean ± sd)", "better than direct-kd, p < 0.05",
+                    "worse, p < 0.05"],
+                   [[m["method"], m["seeds"], mean_sd(m["bleu_mean"], m["bleu_sd"]), mean_sd(m["chrf_mean"], m["chrf_sd"]),
+                     m["better_p05"], m["worse_p05"]] for m in result["summary"]], align="lrrrrr"),
+             "Per run (valid BLEU after each stage: the ladder's curve; baselines have one stage):", "",
+             table(["method", "seed", "test BLEU", "p", "chrF", "p", "valid BLEU per stage", "train s"],
+                   [[r["method"], r["seed"], r["bleu"], p_value(r["bleu_p"]), r["chrf"], p_value(r["chrf_p"]),
+                     " → ".join(f"{b:.2f}" for b in r["valid_bleu_per_stage"]), number(r["train_wall_s"], ".0f")]
+                    for r in result["evaluation"]["rows"]], align="lrrrrrlr"),
+             f"Not run: EKD + copy-init. {result['not_run']['ekd-copyinit']}", "",
+             f"Runs: two at a time, one thread each, each pinned to its own core ({result['settings']['workers']} "
+             "workers).", ""]
+    if result.get("provenance"):
+        lines.append(provenance_footer(result["provenance"]))
     return "\n".join(lines)
 
 
@@ -232,7 +168,7 @@ def main() -> int:
     methods = [m for m in METHODS if m in args.methods or m == "direct-kd"]
     settings = {"steps_per_stage": args.steps_per_stage, "seeds": args.seeds, "workers": args.workers,
                 "student_size": args.student_size, "methods": methods, "lr": args.lr, "warmup": args.warmup,
-                "batch_tokens": 1024 if args.smoke else 2048, "smoke": args.smoke, "decoding": "greedy",
+                "batch_tokens": batch_tokens(args.smoke), "smoke": args.smoke, "decoding": "greedy",
                 "recipe": "recipe_text() in this script (the demo recipe's settings)"}
     provenance = Provenance.begin(threads=1, settings=settings)
     jobs = [(m, s) for s in args.seeds for m in methods]

@@ -12,7 +12,8 @@
 3. `ekd-edge compare` on the test split: BLEU/chrF with paired-bootstrap 95% intervals and
    p-values against the EKD student, plus per-stage validation scores (the curves) and wall time.
 
-Writes benchmarks/results/ladder-small/: result.json, result.md, compare-test.md, run-info.json.
+Writes benchmarks/results/ladder-small/ (or --out): result.json, result.md, compare-test.md.
+A smaller --recipe (two teachers, two stages, the same tables) checks the script in a minute.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main() -> int:
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "ladder-small")
     parser.add_argument("--test-sentences", type=int, default=500)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--recipe", type=Path, default=RECIPE,
+                        help="the ladder (two teachers, two word-KD stages); a smaller one checks the script")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     from ekd_edge.bench.provenance import Provenance
 
@@ -73,9 +77,10 @@ def main() -> int:
     run_dir = args.run_dir.resolve()
     started = time.perf_counter()
     cli = [sys.executable, "-m", "ekd_edge"]
-    wall = {"ladder+baselines": run(cli + ["distill", str(RECIPE), "--run-dir", str(run_dir), "--baselines"])}
+    wall = {"ladder+baselines": run(cli + ["distill", str(args.recipe), "--run-dir", str(run_dir), "--baselines"])}
 
-    base_text = RECIPE.read_text()
+    base_text = args.recipe.read_text()
+    teachers = [t["name"] for t in tomllib.loads(base_text)["teacher"]]
     for name, stages in VARIANTS.items():
         vdir = run_dir.with_name(f"{run_dir.name}-{name}")
         text = variant_text(base_text, run_dir, stages, name)
@@ -110,7 +115,7 @@ def main() -> int:
                             "final_train_loss": m["final_train_loss"], "method": m.get("stage_method", {}).get("method")}
                            for k, m in enumerate(ms)] for name, ms in curves.items()}
     rows = {r["name"]: r for r in result["rows"]}
-    top = rows["teacher-base"]
+    top = rows[teachers[-1]]
     student_wall = {"ce-only": metrics(run_dir / "baselines" / "ce-only")["wall_s"],
                     "direct-kd": metrics(run_dir / "baselines" / "direct-kd")["wall_s"]}
     for name, ms in curves.items():
@@ -132,38 +137,39 @@ def main() -> int:
         "stage_curves": stage_curves, "wall_s": {**wall, "total": round(time.perf_counter() - started, 1)},
     }
     out["provenance"] = provenance.end(models=[path for _, _, path in run_models(run_dir)])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "result.json").write_text(json.dumps(out, indent=2))
-    shutil.copy(run_dir / "compare" / "test.md", RESULTS / "compare-test.md")
-    lines = ["# ladder-small: six ways to train a 984k-parameter student", "",
-             f"Command: `{out['command']}`", "",
-             f"Test split, first {result['sentences']} sentences, greedy decoding; 95% paired-bootstrap "
-             f"intervals ({result['bootstrap_samples']} resamples), p-values against the EKD word-KD student.", "",
-             "| method | params | BLEU | 95% CI | p | chrF | 95% CI | p | BLEU gap to top teacher | student train s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in table:
-        p_b = "ref." if r["bleu_p"] is None else f"{r['bleu_p']:.3f}"
-        p_c = "ref." if r["chrf_p"] is None else f"{r['chrf_p']:.3f}"
-        lines.append(f"| {r['method']} | {r['params']:,} | {r['bleu']:.2f} | ± {r['bleu_ci']:.2f} | {p_b} | "
-                     f"{r['chrf']:.2f} | ± {r['chrf_ci']:.2f} | {p_c} | {r['gap_bleu_to_top_teacher']:+.2f} | "
-                     f"{r['student_train_wall_s']} |")
-    for name in ("teacher-narrow", "teacher-base"):
-        r = rows[name]
-        lines.append(f"| {name} (teacher) | {r['params']:,} | {r['bleu']:.2f} | ± {r['bleu_ci']:.2f} | | "
-                     f"{r['chrf']:.2f} | ± {r['chrf_ci']:.2f} | | | |")
-    lines += ["", "Validation scores after each stage (200 sentences):", "",
-              "| method | stage 1 BLEU / chrF | stage 2 BLEU / chrF |", "|---|---:|---:|"]
-    for name, stages in stage_curves.items():
-        lines.append(f"| {name} | " + " | ".join(f"{s['valid_bleu']:.2f} / {s['valid_chrf']:.2f}" for s in stages) + " |")
-    prov = out["provenance"]
-    env = prov["environment"]
-    lines += ["", f"Wall time (s): {out['wall_s']}", "",
-              f"Machine: {env['cpu']}, {env['usable_cores']} usable cores, torch {env['packages'].get('torch')}, "
-              f"transformers {env['packages'].get('transformers')}, sacrebleu {env['packages'].get('sacrebleu')}; "
-              f"load average before {prov['load_average_before']}, after {prov['load_average_after']}."]
-    (RESULTS / "result.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "result.json").write_text(json.dumps(out, indent=2))
+    shutil.copy(run_dir / "compare" / "test.md", args.out / "compare-test.md")
+    markdown = render(out, teachers)
+    (args.out / "result.md").write_text(markdown)
+    print(markdown)
     return 0
+
+
+def render(out: dict, teachers: list[str]) -> str:
+    from ekd_edge.markdown import count, number, p_value, plain, provenance_footer, table
+
+    result, rows = out["compare"], {r["name"]: r for r in out["compare"]["rows"]}
+    body = [[r["method"], r["params"], r["bleu"], f"± {r['bleu_ci']:.2f}", p_value(r["bleu_p"], ".3f"), r["chrf"],
+             f"± {r['chrf_ci']:.2f}", p_value(r["chrf_p"], ".3f"), r["gap_bleu_to_top_teacher"],
+             r["student_train_wall_s"]]
+            for r in out["methods"]]
+    body += [[f"{name} (teacher)", rows[name]["params"], rows[name]["bleu"], f"± {rows[name]['bleu_ci']:.2f}", None,
+              rows[name]["chrf"], f"± {rows[name]['chrf_ci']:.2f}", None, None, None] for name in teachers]
+    curves = [[name, *(f"{s['valid_bleu']:.2f} / {s['valid_chrf']:.2f}" for s in stages)]
+              for name, stages in out["stage_curves"].items()]
+    return "\n".join([
+        "# ladder-small: six ways to train a 984k-parameter student", "", f"Command: `{out['command']}`", "",
+        f"Test split, first {result['sentences']} sentences, greedy decoding; 95% paired-bootstrap "
+        f"intervals ({result['bootstrap_samples']} resamples), p-values against the EKD word-KD student.", "",
+        table(["method", "params", "BLEU", "95% CI", "p", "chrF", "95% CI", "p", "BLEU gap to top teacher",
+               "student train s"], body, align="l" + "r" * 9,
+              formats={1: count, 8: lambda v: number(v, "+.2f"), 9: plain}),
+        "Validation scores after each stage (200 sentences):", "",
+        table(["method", "stage 1 BLEU / chrF", "stage 2 BLEU / chrF"], curves, align="lrr"),
+        f"Wall time (s): {out['wall_s']}", "",
+        provenance_footer(out["provenance"]),
+    ])
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ with PyTorch at the same beam size and length limit, in batches of 32, and count
 strings and identical token ids.
 
     .venv/bin/python benchmarks/onefile_parity.py [--beams 1 4] [--sentences N] [--run-dir runs/demo]
+        [--checkpoint DIR] [--work runs/onefile-parity] [--out benchmarks/results/onefile-parity]
 
-Writes benchmarks/results/onefile-parity/parity.{json,md}. Batch-1 latency of the same builds is
+Writes benchmarks/results/onefile-parity/parity.{json,md} (or into --out). Batch-1 latency of the same builds is
 benchmarks/engines.py's.
 """
 
@@ -32,6 +33,7 @@ from ekd_edge.export.onefile import export_onefile  # noqa: E402
 from ekd_edge.runtime.torch_engine import TorchTranslator  # noqa: E402
 from ekd_edge.defaults import DEMO_RUN_DIR  # noqa: E402
 from ekd_edge.errors import RunError  # noqa: E402
+from ekd_edge.markdown import plain, provenance_footer, table  # noqa: E402
 from ekd_edge.pipeline import final_student  # noqa: E402
 
 EXPORTS = ROOT / "runs/onefile-parity"
@@ -67,10 +69,13 @@ def main() -> int:
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--sentences", type=int, default=0, help="0 = the whole test split")
     parser.add_argument("--run-dir", type=Path, default=ROOT / DEMO_RUN_DIR, help="a finished demo run")
+    parser.add_argument("--checkpoint", type=Path, help="a student checkpoint instead of the run's final student")
+    parser.add_argument("--work", type=Path, default=EXPORTS, help="where the one-file exports go")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     provenance = Provenance.begin(threads=1, settings={"beams": args.beams, "sentences": args.sentences})
     try:
-        checkpoint = final_student(args.run_dir)
+        checkpoint = args.checkpoint or final_student(args.run_dir)
     except RunError as exc:
         console.print(str(exc))
         return 2
@@ -79,7 +84,7 @@ def main() -> int:
 
     models = {}
     for variant, settings in VARIANTS.items():
-        out = EXPORTS / f"{checkpoint.name}-onefile-{variant}"
+        out = args.work / f"{checkpoint.name}-onefile-{variant}"
         started = time.perf_counter()
         manifest = export_onefile(checkpoint, out, **settings, force=True, progress=console.print)
         models[variant] = {"dir": out, "size": manifest["total_size"], "export_s": time.perf_counter() - started,
@@ -119,20 +124,18 @@ def main() -> int:
         "results": results,
         "provenance": provenance.end(models=[checkpoint, *(info["dir"] for info in models.values())]),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "parity.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parity.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    body = [[r["variant"], r["num_beams"], f"{r['n_same_string']}/{r['n']} ({r['string_rate']:.1%})",
+             f"{r['n_same_ids']}/{r['n']} ({r['id_rate']:.1%})", r["size_bytes"] / 1e6, r["pytorch_s"], r["onefile_s"]]
+            for r in results]
     lines = ["# One-file model parity with PyTorch generate", "",
              f"`{record['command']}` — {record['data']}, max_new_tokens {MAX_NEW_TOKENS}, batch {BATCH}, "
-             f"1 thread; checkpoint `{record['checkpoint']}`; commit `{record['provenance']['commit']}` "
-             f"(dirty: {record['provenance']['dirty']}). Load average at start "
-             f"{record['provenance']['load_average_before']}, at end {record['provenance']['load_average_after']}.", "",
-             "| variant | beams | same string | same token ids | size MB | PyTorch s | one-file s |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r['variant']} | {r['num_beams']} | {r['n_same_string']}/{r['n']} ({r['string_rate']:.1%}) | "
-                     f"{r['n_same_ids']}/{r['n']} ({r['id_rate']:.1%}) | {r['size_bytes'] / 1e6:.2f} | "
-                     f"{r['pytorch_s']} | {r['onefile_s']} |")
-    (OUT / "parity.md").write_text("\n".join(lines) + "\n")
+             f"1 thread; checkpoint `{record['checkpoint']}`.", "",
+             table(["variant", "beams", "same string", "same token ids", "size MB", "PyTorch s", "one-file s"], body,
+                   align="lrrrrrr", formats={5: plain, 6: plain}),
+             provenance_footer(record["provenance"])]
+    (args.out / "parity.md").write_text("\n".join(lines))
     console.print("\n".join(lines))
     return 0
 

@@ -9,6 +9,7 @@ For each finished teacher of RUN_DIR (ekd_edge/recipes/teachers-lo-help.toml):
   config, tokenizer, metrics.json (the run's record + test scores + provenance) and train.log
   (the teacher's own progress lines from the run's log);
 - writes benchmarks/results/teachers/result.{json,md}, one row per shipped teacher.
+--ship-to and --out put both elsewhere (a check of the script on a small run).
 A recipe then names one as ``checkpoint = "package:teachers/lo-help-en-de/<name>"``.
 """
 
@@ -37,32 +38,31 @@ def teacher_log_lines(run_dir: Path, name: str) -> list[str]:
     return lines
 
 
-def write_results(rows: list[dict], provenance: dict | None) -> None:
-    """Merge ``rows`` into benchmarks/results/teachers/ (teachers shipped earlier keep their rows)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    earlier = json.loads((RESULTS / "result.json").read_text()) if (RESULTS / "result.json").is_file() else {}
+def write_results(rows: list[dict], provenance: dict | None, out: Path = RESULTS) -> None:
+    """Merge ``rows`` into ``out`` (teachers shipped earlier keep their rows)."""
+    from ekd_edge.markdown import count, number, provenance_footer, table
+
+    out.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
     shipped = {r["name"]: r for r in earlier.get("rows", [])}
     for r in rows:
         shipped[r["name"]] = {**r, "provenance": provenance}   # each row: the state it was scored in
     rows = sorted(shipped.values(), key=lambda r: r["params"])
-    (RESULTS / "result.json").write_text(json.dumps({"rows": rows}, indent=2, ensure_ascii=False) + "\n")
+    (out / "result.json").write_text(json.dumps({"rows": rows}, indent=2, ensure_ascii=False) + "\n")
     lines = ["# Shipped teachers (lo-help-en-de)", "",
              "Greedy decoding, whole test split, sacrebleu; trained on one CPU core by "
              "`ekd-edge distill teachers-lo-help` (ekd_edge/recipes/teachers-lo-help.toml). Scores only (no "
              "timing); scored with one thread pinned to one core while another teacher trained on the other "
              "(taskset), hence the load.", "",
-             "| teacher | parameters | steps | train wall (s) | target tok/s | valid BLEU (200) | test BLEU | test chrF | fp16 MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['params']:,} | {r['steps']} | {r['wall_s']:,.0f} | {r['train_tokens_per_s']:,.0f}"
-                     f" | {r['valid_bleu']:.2f} | {r['test_bleu']:.2f} | {r['test_chrf']:.2f} | {r['size_mb']:.1f} |")
-    lines.append("")
-    for r in rows:
-        p = r["provenance"]
-        lines.append(f"- {r['name']}: scored at commit {p['commit']}{' (dirty tree)' if p['dirty'] else ''}; "
-                     f"{p['environment']['cpu']}; load {p['load_average_before']} → {p['load_average_after']}; "
-                     "threads 1.")
-    (RESULTS / "result.md").write_text("\n".join(lines) + "\n")
+             table(["teacher", "parameters", "steps", "train wall (s)", "target tok/s", "valid BLEU (200)",
+                    "test BLEU", "test chrF", "fp16 MB"],
+                   [[r["name"], r["params"], r["steps"], r["wall_s"], r["train_tokens_per_s"], r["valid_bleu"],
+                     r["test_bleu"], r["test_chrf"], r["size_mb"]] for r in rows],
+                   formats={1: count, 3: lambda v: number(v, ",.0f"), 4: lambda v: number(v, ",.0f"),
+                            8: lambda v: number(v, ".1f")})]
+    # each teacher was scored in its own run of this script: one provenance block each
+    lines += [provenance_footer(r["provenance"], heading=f"Provenance: {r['name']}") for r in rows]
+    (out / "result.md").write_text("\n".join(lines))
 
 
 def main() -> int:
@@ -70,6 +70,8 @@ def main() -> int:
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "teachers")
     parser.add_argument("--only", action="append", help="ship only this teacher (repeatable)")
     parser.add_argument("--test-sentences", type=int, default=0, help="first N test sentences (0 = all)")
+    parser.add_argument("--ship-to", type=Path, default=SHIPPED, help="where the teachers' directories go")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     import torch
@@ -103,7 +105,7 @@ def main() -> int:
                              "provenance": prov.end(data={"test": test.fingerprint()}, models=[model_dir])}
         model = model.half()
         model.config.dtype = "float32"   # fp16 on disk only: loaders build fp32 models
-        out = save_model(model, SHIPPED / name, tokenizer_dir=model_dir, extra=record)
+        out = save_model(model, args.ship_to / name, tokenizer_dir=model_dir, extra=record)
         (out / "train.log").write_text("\n".join(teacher_log_lines(args.run_dir, name)) + "\n")
         rows.append({"name": name, "params": record["params"], "steps": record["steps"], "wall_s": record["wall_s"],
                      "train_tokens_per_s": record["train_tokens_per_s"], "valid_bleu": record["valid"]["bleu"],
@@ -111,7 +113,7 @@ def main() -> int:
                      "size_mb": round((out / "model.safetensors").stat().st_size / 1e6, 2)})
         print(json.dumps(rows[-1]), flush=True)
 
-    write_results(rows, prov.end(data={"test": test.fingerprint()}))
+    write_results(rows, prov.end(data={"test": test.fingerprint()}), args.out)
     return 0
 
 

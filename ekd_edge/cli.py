@@ -22,6 +22,7 @@ from ekd_edge import __version__
 from ekd_edge.defaults import (DEFAULT_CORPUS, MAX_BLEU_DROP, MAX_NEW_TOKENS, PARITY_SENTENCES, PARITY_THRESHOLD,
                                QUALITY_SENTENCES)
 from ekd_edge.errors import EkdError
+from ekd_edge.files import KEPT, user_path
 
 DESCRIPTION = """\
 Evolving knowledge distillation of small translation students, exported to ONNX and benchmarked
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         validation sentences; a drop above --max-bleu-drop refuses the bundle (--force writes it,
         recorded in the manifest).
 
-        --profile NAME reads a packaged profile (cpu-x86, arm64, android, android-app, onefile-x86, ct2-int8),
+        --profile NAME reads a packaged profile (cpu-x86, arm64, android, android-app, onefile-x86, ct2-int8, web),
         ./export/NAME.toml of your own, or a .toml path:
         format, quantisation, pruning, .ort conversion and gates in one file; options given on
         the command line override it."""))
@@ -137,12 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write (replaced only if it is a bundle)")
     p.add_argument("--profile", help="export profile: a packaged name, a name in ./export/, or a .toml file")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the weights")
-    p.add_argument("--arch", choices=["avx2", "avx512_vnni", "arm64"],
-                   help="int8 target instruction set (default: avx512_vnni)")
-    p.add_argument("--int8-kernel", choices=["dynamic", "blockwise", "weight-only"],
+    p.add_argument("--arch", choices=["avx2", "avx512_vnni", "arm64", "host"],
+                   help="int8 target instruction set (default: the profile's, else host: this machine's — "
+                        "avx512_vnni where the CPU has AVX-512 VNNI, avx2 on other x86, arm64 on ARM)")
+    p.add_argument("--int8-kernel", choices=["dynamic", "blockwise", "weight-only", "host"],
                    help="how a one-file int8 model multiplies: dynamic (int8 activations per tensor), blockwise "
                         "(int8 weights and activations in blocks of up to 128 inputs; the fastest on x86) or weight-only "
-                        "(int8 weights, float32 products); default: the profile's, else dynamic")
+                        "(int8 weights, float32 products) or host (the fastest measured for the target instruction set); "
+                        "default: the profile's, else dynamic")
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-channel int8 weight scales (default: on)")
     p.add_argument("--keep-fp32", action="append", metavar="NODE",
@@ -165,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-sentences", type=COUNT, help=f"0 skips the gate (default: {PARITY_SENTENCES})")
     p.add_argument("--parity-threshold", type=SHARE, help=f"(default: {PARITY_THRESHOLD})")
     p.add_argument("--force", action="store_true", help="write the bundle even if a gate fails (recorded)")
-    p.add_argument("--format", choices=["onnx", "ct2", "onefile"],
+    p.add_argument("--format", choices=["onnx", "ct2", "onefile", "web"],
                    help="onnx: optimum's encoder/decoder layout; onefile: one model.onnx taking and returning "
-                        "strings (tokenizer, beam search and detokenizer inside the graph); ct2: CTranslate2 (default: onnx)")
+                        "strings (tokenizer, beam search and detokenizer inside the graph); ct2: CTranslate2; "
+                        "web: a static page's bundle for onnxruntime-web (see `ekd-edge web`) (default: onnx)")
 
     p = sub.add_parser("bench", formatter_class=_formatter, help="BLEU, chrF, latency, memory and size of models",
                        description=textwrap.dedent("""\
@@ -200,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         from the three shipped teachers and, beside it in a second process, the direct-KD
         baseline with the same total steps. Then compare every model on the test split (paired
         bootstrap against the final stage), export the final student as the Android app's
-        one-file int8 model and as CTranslate2 int8, benchmark the top teacher, the final student
+        one-file int8 model, as CTranslate2 int8 and as a web page's bundle (`ekd-edge web`),
+        benchmark the top teacher, the final student
         and its exports, and write RUN_DIR/report/{report.json,report.md,report.png}.
         Re-running resumes."""))
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -222,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebench", action="store_true", help="benchmark the report's models again before reporting")
     p.add_argument("--corpus", default=DEFAULT_CORPUS, help="corpus for --rebench (default: %(default)s)")
     p.add_argument("--threads", type=COUNT, default=0, help="threads for --rebench (0 = all cores)")
+
+    p = sub.add_parser("web", formatter_class=_formatter, help="serve the browser demo page with a web bundle",
+                       description=textwrap.dedent("""\
+        Serve the demo page (web_demo/) and BUNDLE (a web bundle: `ekd-edge export CHECKPOINT
+        --profile web --out BUNDLE`) from one local origin, cross-origin isolated so that
+        onnxruntime-web can use WebAssembly threads. The page translates in the browser; this
+        server only hands out files. Add ?threads=N to the page's address to pick the threads."""))
+    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    p.add_argument("--port", type=COUNT, default=8000, help="(default: %(default)s; 0 picks a free port)")
     return parser
 
 
@@ -239,13 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     except EkdError as exc:
         _error_line(console, str(exc))
         return 2
+    except BrokenPipeError:
+        # The reader of stdout has gone (`ekd-edge translate … | head -1`): it has what it wanted.
+        _drop_stdout()
+        return 0
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
             return _internal_error(console, exc, argv)
         # The machine's problem, not ekd-edge's: a full disk, a read-only or forbidden path.
-        where = exc.filename or "a file"
-        _error_line(console, f"{where}: {exc.strerror or exc} (nothing of yours was changed; "
-                             "finished work is kept, run the same command again once this is fixed)")
+        where = user_path(exc.filename) if exc.filename else "a file"
+        _error_line(console, f"{where}: {exc.strerror or exc} {KEPT}")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished models are kept; run the same command again to continue")
@@ -257,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
 # Errors of the environment that a user fixes (space, permissions, paths), reported like bad input.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG,
                       errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):   # a stdout without a file descriptor has nothing left to flush there
+        pass
 
 
 def _error_line(console, message: str) -> None:
@@ -370,22 +398,22 @@ def cmd_bench(args) -> int:
 
 def cmd_translate(args) -> int:
     from ekd_edge.console import console
-    from ekd_edge.data.corpus import decode_lines
+    from ekd_edge.data.corpus import arriving_lines
     from ekd_edge.runtime import load_translator
     from ekd_edge.runtime.base import over_long_inputs
 
-    if args.text:
-        texts = list(args.text)
-    else:
-        texts = decode_lines(sys.stdin.buffer.read(), "<stdin>")
     translator = load_translator(args.model)
-    # The model reads a bounded number of tokens: say which inputs lose their end, never cut silently.
-    for index, tokens, limit in over_long_inputs(translator, texts):
-        where = f"argument {index + 1}" if args.text else f"<stdin>:{index + 1}"
-        console.print(f"[yellow]warning:[/] {where}: {tokens} tokens, the model reads only the first {limit}; "
-                      "the rest is not translated (split the text into sentences)", highlight=False)
-    for line in translator.translate(texts, max_new_tokens=args.max_new_tokens, num_beams=args.beams):
-        print(line)
+    # Standard input is translated as it arrives, so translate works as a filter in a pipeline.
+    batches = [(1, list(args.text))] if args.text else arriving_lines(sys.stdin.buffer, "<stdin>")
+    for first, texts in batches:
+        # The model reads a bounded number of tokens: say which inputs lose their end, never cut silently.
+        for index, tokens, limit in over_long_inputs(translator, texts):
+            where = f"argument {first + index}" if args.text else f"<stdin>:{first + index}"
+            console.print(f"[yellow]warning:[/] {where}: {tokens} tokens, the model reads only the first {limit}; "
+                          "the rest is not translated (split the text into sentences)", highlight=False)
+        for line in translator.translate(texts, max_new_tokens=args.max_new_tokens, num_beams=args.beams):
+            print(line)
+        sys.stdout.flush()
     return 0
 
 
@@ -426,8 +454,23 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_web(args) -> int:
+    from ekd_edge.runtime.web_server import make_server
+
+    server = make_server(args.bundle, host=args.host, port=args.port)
+    host, port = server.server_address[:2]
+    print(f"serving {args.bundle} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 COMMANDS = {"compare": cmd_compare, "distill": cmd_distill, "export": cmd_export, "bench": cmd_bench, "translate": cmd_translate,
-            "demo": cmd_demo, "report": cmd_report}
+            "demo": cmd_demo, "report": cmd_report, "web": cmd_web}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -35,8 +35,11 @@ class _Console(Console):
                 plain = Text.from_markup(message).plain if "[" in message else message
             except MarkupError:
                 plain = message
-            self.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {plain}\n")
-            self.log_file.flush()
+            from ekd_edge.files import writing
+
+            with writing(self.log_file.name):   # a full disk names the log, like every other file written
+                self.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {plain}\n")
+                self.log_file.flush()
 
 
 # Logs and CI have no terminal size; a fixed width keeps the benchmark table's columns readable there,
@@ -51,12 +54,16 @@ def log_to(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = console.log_file
-    with open(path, "a", encoding="utf-8") as fh:
-        console.log_file = fh
+    fh = open(path, "a", encoding="utf-8")
+    console.log_file = fh
+    try:
+        yield path
+    finally:
+        console.log_file = previous
         try:
-            yield path
-        finally:
-            console.log_file = previous
+            fh.close()
+        except OSError:   # a line a full disk refused: already reported, it must not replace that error
+            pass
 
 
 PLAIN_PROGRESS_EVERY_S = 60.0

@@ -17,6 +17,11 @@ class CheckpointError(EkdError):
     """A checkpoint is missing, corrupt, of an unsupported type or uses another vocabulary."""
 
 
+class DiskError(EkdError):
+    """A disk is full, a file over the size limit or a file system read-only while ekd-edge writes:
+    the destination is named, and what was there before is left as it was."""
+
+
 class BundleError(EkdError):
     """An exported bundle is incomplete, tampered with or fails a gate."""
 
@@ -43,3 +48,7 @@ class AdbError(EkdError):
 
 class RunError(EkdError):
     """A run directory lacks what a command needs from it (e.g. no finished stage)."""
+
+
+class BrowserError(EkdError):
+    """Node, the npm packages or chromium are missing, or the page failed in the browser."""

@@ -4,39 +4,111 @@ Every file ekd-edge writes appears whole or not at all (written to a temporary s
 renamed). A directory is built in a hidden staging sibling named after the process that owns it,
 so a killed process leaves something the next run recognises and removes, and that can never be
 taken for a finished result. A run directory is guarded by a lock file holding its owner's pid.
+
+A full disk, a file over the size limit or a read-only file system met by any writer becomes one
+DiskError naming the destination the user gave (``writing``), never the hidden name it was being
+built under. What is written gets the modes the umask gives, like any other program's files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
 from pathlib import Path
 
-from ekd_edge.errors import EkdError
+from ekd_edge.errors import DiskError, EkdError
 
 STAGING_PREFIX = ".ekd-staging"
 LOCK_NAME = ".ekd-edge.lock"
 
+# The machine's state, not a bug: the user makes room, raises the limit or mounts it writable.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+KEPT = "(nothing of yours was changed; finished work is kept, run the same command again once this is fixed)"
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")   # how Rust's std::io::Error ends (safetensors)
+
+
+def disk_error(exc: BaseException | None) -> OSError | None:
+    """The OSError of DISK_ERRNOS behind ``exc``, if any. Serialisers wrap it: torch.save raises a
+    RuntimeError whose context is the ENOSPC of the file it was writing, safetensors an error of its
+    own whose text ends in Rust's "(os error 28)"."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc
+        found = None if isinstance(exc, OSError) else _RUST_OS_ERROR.search(str(exc))
+        if found and int(found.group(1)) in DISK_ERRNOS:
+            return OSError(int(found.group(1)), os.strerror(int(found.group(1))))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def user_path(path: str | Path) -> Path:
+    """The destination a hidden staging folder or temporary file stands for (what the user named)."""
+    path = Path(path)
+    parts = list(path.parts)
+    for i, part in enumerate(parts):
+        if part.startswith(f"{STAGING_PREFIX}."):   # .ekd-staging.<name>.<pid>.<random>
+            return Path(*parts[:i], part[len(STAGING_PREFIX) + 1:].rsplit(".", 2)[0])
+    if path.name.startswith(".") and path.name.endswith(".tmp"):   # .<name>.<random>.tmp
+        return path.with_name(path.name[1:].rsplit(".", 2)[0])
+    return path
+
+
+@contextlib.contextmanager
+def writing(destination: str | Path):
+    """Map a full disk, a file over the size limit or a read-only file system met while the block
+    writes ``destination`` to one DiskError naming it: every writer reports through here."""
+    try:
+        yield
+    except DiskError:
+        raise
+    except Exception as exc:
+        found = disk_error(exc)
+        if found is None:
+            raise
+        raise DiskError(f"{user_path(destination)}: {found.strerror or os.strerror(found.errno)} while writing it "
+                        f"{KEPT}") from None
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path):
+    """A binary file that appears at ``path`` whole when the block ends (temporary sibling, fsync,
+    rename), or not at all: an existing ``path`` stays as it was if anything fails."""
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())   # mkstemp's file is private; a result follows the umask
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary sibling and a rename: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -118,6 +190,7 @@ def publish_dir(new: str | Path, final: str | Path) -> bool:
     wins and the other's identical build is dropped. Returns False when ``new`` was published,
     True when another process had published ``final`` first.
     """
+    _default_permissions(Path(new))
     try:
         os.replace(new, final)
     except OSError:
@@ -130,8 +203,7 @@ def publish_dir(new: str | Path, final: str | Path) -> bool:
 
 def _default_permissions(tree: Path) -> None:
     """Staging folders are private (0700) while they are built; the result gets the usual modes."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     for path in [tree, *tree.rglob("*")]:
         if path.is_dir():
             path.chmod(0o777 & ~umask)
@@ -141,12 +213,15 @@ def _default_permissions(tree: Path) -> None:
 
 @contextlib.contextmanager
 def staged(final: str | Path):
-    """Yield a staging directory for ``final``; it is removed whatever happens unless the caller moved it."""
-    stage = staging_dir(final)
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    """Yield a staging directory for ``final``; it is removed whatever happens unless the caller moved it.
+
+    A full disk met while the block builds it is reported as ``final``'s (writing)."""
+    with writing(final):
+        stage = staging_dir(final)
+        try:
+            yield stage
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 class RunLock:

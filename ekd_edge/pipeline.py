@@ -7,7 +7,7 @@ skips work that is already on disk (finished models, verified bundles), so a re-
 2. compare every model on the test split with paired-bootstrap p-values against the final stage,
    so the run itself says whether the ladder beat direct distillation;
 3. export the final student as the Android app ships it (one-file int8), as the one-file int8
-   model for x86, and as CTranslate2 int8;
+   model for x86, as CTranslate2 int8 and as a web page's bundle (int8);
 4. benchmark the top teacher, the final student and its exports (BLEU, latency, memory, size).
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from ekd_edge.console import console
 from ekd_edge.errors import RunError
 from ekd_edge.files import write_json_atomic
+from ekd_edge.markdown import count, table
 
 def benchmark_models(models, data, data_name: str, out_dir: str | Path, *, threads=None, latency_sentences=100,
                      measure_memory=True, extra_signature: dict | None = None, sections=(), extra=None) -> dict:
@@ -55,7 +56,10 @@ BENCH_THREADS = 1
 # What the demo ships of its final student: the Android app's one-file int8 model (portable
 # numerics), the one-file int8 model for x86 (block-wise int8, fast numerics) and, when the
 # ctranslate2 package is installed, a CTranslate2 int8 bundle (the fast-CPU reference).
-SHIPPED_EXPORTS = (("onefile-int8", "android-app"), ("onefile-int8-x86", "onefile-x86"), ("ct2-int8", "ct2-int8"))
+SHIPPED_EXPORTS = (("onefile-int8", "android-app"), ("onefile-int8-x86", "onefile-x86"), ("ct2-int8", "ct2-int8"),
+                   ("web-int8", "web"))
+# The web bundle runs in a browser: benchmarks/web_latency.py measures it there, not step 4.
+BROWSER_EXPORTS = ("web-int8",)
 
 
 def final_student(run_dir: str | Path) -> Path:
@@ -123,11 +127,9 @@ def given_teacher_scores(models, run_dir: Path) -> dict:
 
 
 def given_teacher_table(given: dict) -> str:
-    lines = ["| teacher | params | test BLEU | test chrF | sentences |", "|---|---:|---:|---:|---:|"]
-    for name, r in given.items():
-        lines.append(f"| {name} | {r['params']:,} | {r['bleu']:.2f} | {r.get('chrf', float('nan')):.2f} | "
-                     f"{r.get('sentences', '?')} |")
-    return "\n".join(lines) + "\n"
+    return table(["teacher", "params", "test BLEU", "test chrF", "sentences"],
+                 [[name, r["params"], r["bleu"], r.get("chrf"), r.get("sentences")] for name, r in given.items()],
+                 align="lrrrr", formats={1: count})
 
 
 def _has_module(name: str) -> bool:
@@ -176,7 +178,8 @@ def run_demo(recipe_name: str, run_dir: str | Path, latency_sentences: int = 100
     mark = time.perf_counter()
     stage = int(final_name.split("-")[1])
     entries = [(final_name, "student", stage, final, "pytorch")]
-    entries += [(final_name, "student", stage, path, variant) for variant, path in bundles]
+    entries += [(final_name, "student", stage, path, variant) for variant, path in bundles
+                if variant not in BROWSER_EXPORTS]
     sections = [("Every model of the run on the test split, paired bootstrap", markdown_table(comparison))]
     given = given_teacher_scores(models, run_dir)
     if given:
@@ -192,6 +195,9 @@ def run_demo(recipe_name: str, run_dir: str | Path, latency_sentences: int = 100
     result["comparison"] = comparison
     write_json_atomic(run_dir / "demo.json", {"wall_s": result["wall_s"], "phases": phases, "jobs": jobs,
                                               "paths": result["paths"]})
+    for variant, path in bundles:
+        if variant in BROWSER_EXPORTS:
+            console.print(f"in the browser: `ekd-edge web {path}`, then open http://127.0.0.1:8000/")
     console.print(f"[bold green]demo finished[/] in {result['wall_s'] / 60:.1f} min "
                   f"({', '.join(f'{k[:-2]} {v / 60:.1f}' for k, v in phases.items())} min)")
     return result

@@ -106,3 +106,13 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", guard)
     monkeypatch.setattr(socket, "create_connection", guard)
+
+
+def tiny_recipe(name: str, body: str, *, corpus: str = "lo-help-en-de", pairs: int = 200, head: str = "",
+                data: str = "", training: str = "") -> str:
+    """A recipe that runs in seconds (a 120-piece tokenizer, pairs of at most 24 tokens, two
+    validation sentences): ``head`` goes before [data], ``data`` and ``training`` into their tables,
+    ``body`` (teachers, student, stages) after them."""
+    return (f'name = "{name}"\nseed = 1\n{head}[data]\ncorpus = "{corpus}"\n{data}max_train_pairs = {pairs}\n'
+            "max_length = 24\nvalid_sentences = 2\n[tokenizer]\nvocab_size = 120\n[training]\nbatch_tokens = 256\n"
+            f"eval_max_new_tokens = 4\nthreads = 1\n{training}{body}")

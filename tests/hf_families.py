@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-FAMILIES = ("marian-opus", "nllb", "mbart50", "t5")
+FAMILIES = ("marian-opus", "m2m100", "nllb", "mbart50", "t5")
 TINY = dict(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
             decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128)
 
@@ -35,6 +35,8 @@ def build(family: str, out: Path, src: list[str], tgt: list[str], seed: int = 0)
     torch.manual_seed(seed)
     if family == "marian-opus":
         model, tokenizer = _marian_opus(scratch, src, tgt)
+    elif family == "m2m100":
+        model, tokenizer = _m2m100(scratch, src + tgt)
     elif family == "nllb":
         model, tokenizer = _nllb(scratch, src + tgt)
     elif family == "mbart50":
@@ -71,6 +73,31 @@ def _marian_opus(scratch: Path, src, tgt):
     config = MarianConfig(vocab_size=len(vocab), pad_token_id=vocab["<pad>"], eos_token_id=0,
                           decoder_start_token_id=vocab["<pad>"], forced_eos_token_id=0, **TINY)
     return MarianMTModel(config), tokenizer
+
+
+def _m2m100(scratch: Path, texts):
+    """M2M100's layout: a SentencePiece model and a vocab.json of fairseq ids (<s> 0, <pad> 1, </s> 2,
+    <unk> 3, then the pieces); the language tokens (``__en__``) follow the vocabulary. The corpus
+    makes ``en`` and ``de`` ordinary pieces too, as in the real model's vocabulary."""
+    import sentencepiece as spm
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+
+    model_file = train_spm(texts, scratch / "sentencepiece.bpe", 400)
+    proc = spm.SentencePieceProcessor(model_file=str(model_file))
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for i in range(proc.get_piece_size()):
+        vocab.setdefault(proc.id_to_piece(i), len(vocab))
+    (scratch / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    tokenizer = M2M100Tokenizer(vocab_file=str(scratch / "vocab.json"), spm_file=str(model_file), src_lang="en",
+                                tgt_lang="de")
+    # len(tokenizer) leaves the language tokens out; the model's rows hold them and the made-up words
+    rows = tokenizer.encoder_size + len(tokenizer.lang_code_to_id) + tokenizer.num_madeup_words
+    config = M2M100Config(vocab_size=rows, pad_token_id=tokenizer.pad_token_id, bos_token_id=0,
+                          eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+                          d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                          decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                          max_position_embeddings=128)
+    return M2M100ForConditionalGeneration(config), tokenizer
 
 
 def _nllb(scratch: Path, texts):

@@ -15,40 +15,20 @@ import sys
 
 import pytest
 
+from conftest import tiny_recipe
 from ekd_edge.cli import main
 from ekd_edge.distill.batches import TokenizedPairs
 from ekd_edge.distill.batches import truncate_pairs
 from ekd_edge.runtime.manifest import FORMAT_NAME, FORMAT_VERSION, list_files
 from ekd_edge.export.manifest import write_manifest
 
-RECIPE = """
-name = "bad-input"
-seed = 1
-[data]
-corpus = "{corpus}"
-src_lang = "{src_lang}"
-tgt_lang = "{tgt_lang}"
-max_train_pairs = 200
-max_length = 24
-valid_sentences = 2
-[tokenizer]
-vocab_size = 120
-[training]
-batch_tokens = 256
-eval_max_new_tokens = 4
-threads = 1
-[[teacher]]
-{teacher}
-[student]
-size = "nano"
-steps_per_stage = 2
-"""
 TRAINED_TEACHER = 'name = "t"\nsize = "nano"\nsteps = 2'
 
 
 def recipe(tmp_path, corpus="lo-help-en-de", src_lang="", tgt_lang="", teacher=TRAINED_TEACHER, extra=""):
     path = tmp_path / "recipe.toml"
-    path.write_text(RECIPE.format(corpus=corpus, src_lang=src_lang, tgt_lang=tgt_lang, teacher=teacher) + extra)
+    path.write_text(tiny_recipe("bad-input", f'[[teacher]]\n{teacher}\n[student]\nsize = "nano"\nsteps_per_stage = 2\n',
+                                corpus=corpus, data=f'src_lang = "{src_lang}"\ntgt_lang = "{tgt_lang}"\n') + extra)
     return path
 
 
@@ -356,6 +336,20 @@ BAD_INPUTS = {
     "recipe-is-a-directory": lambda tmp_path, ckpt, bundle: (
         ["distill", _mkdir(tmp_path / "recipes"), "--run-dir", tmp_path / "run"],
         ["recipes", "no such recipe file"]),
+    # --- everything the recipe names is checked before the first write
+    "teacher-with-a-corrupt-sentencepiece-model": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, recipe(tmp_path, teacher=f'name = "t"\ncheckpoint = "{_corrupt_spm(tmp_path, ckpt)}"')),
+        [tmp_path / "damaged" / "source.spm", "corrupt SentencePiece model"]),
+    "teacher-cache-k-over-the-adopted-vocabulary": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _adopting_recipe(tmp_path, ckpt, "[[stage]]\nteacher_cache_k = 200\n[[stage]]\n")),
+        ["[[stage]] #1: teacher_cache_k must be in 0..103", "adopted from teacher 'big', trimmed"]),
+    "tokenizer-from-with-vocab-size": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, _adopting_recipe(tmp_path, ckpt, "", keep_vocab_size=True)),
+        ["[tokenizer]: vocab_size and from = 'big' conflict", "remove vocab_size"]),
+    "teacher-language-token-instead-of-its-code": lambda tmp_path, ckpt, bundle: (
+        _distill(tmp_path, recipe(tmp_path, teacher=f'name = "t"\ncheckpoint = "{_m2m100(tmp_path)}"\n'
+                                                    'src_lang = "__en__"\ntgt_lang = "de"')),
+        ["[[teacher]] #1 ('t') src_lang = '__en__'", "not a language code", "M2M100Tokenizer", "write 'en'"]),
     "only-names-an-unknown-teacher": lambda tmp_path, ckpt, bundle: (
         _distill(tmp_path, recipe(tmp_path)) + ["--only", "nobody"],
         ["--only", "no teacher or baseline named nobody"]),
@@ -417,6 +411,32 @@ def _users_report_dir(tmp_path):
     return out
 
 
+def _m2m100(tmp_path):
+    """A small M2M100 checkpoint with the real M2M100 tokenizer (hf_families.py)."""
+    import hf_families
+    from ekd_edge.data import load_corpus
+
+    text = load_corpus("lo-help-en-de").split("train").head(400)
+    return hf_families.build("m2m100", tmp_path / "m2m100", text.src, text.tgt)
+
+
+def _corrupt_spm(tmp_path, ckpt):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(ckpt, damaged)
+    (damaged / "source.spm").write_bytes(b"\x0a\x05 a SentencePiece model cut short")
+    return damaged
+
+
+def _adopting_recipe(tmp_path, ckpt, stages, keep_vocab_size=False):
+    """A trained teacher, then ``ckpt`` as "big", whose tokenizer the student adopts, trimmed to at most
+    100 pieces (+ 3 specials)."""
+    teachers = f'name = "t"\nsize = "nano"\nsteps = 2\n[[teacher]]\nname = "big"\ncheckpoint = "{ckpt}"'
+    tokenizer = ('vocab_size = 120\n' if keep_vocab_size else '') + 'from = "big"\ntrim = true\nmax_pieces = 100'
+    path = recipe(tmp_path, teacher=teachers, extra=stages)
+    path.write_text(path.read_text().replace("vocab_size = 120", tokenizer, 1))
+    return path
+
+
 def _copy_init_recipe(tmp_path):
     # the teacher (nano: d_model 32) and a wider student cannot share weights
     text = recipe(tmp_path).read_text().replace('size = "nano"\nsteps_per_stage', 'size = "tiny"\nsteps_per_stage')
@@ -457,7 +477,8 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_files(tmp_path, nano_checkpoi
                           preexec_fn=small_disk, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "File too large" in lines[-1] and "Traceback" not in proc.stderr
+    # the destination given, not the hidden staging folder the file was being written in
+    assert lines[-1].startswith(f"error: {out}: File too large") and "Traceback" not in proc.stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -3,6 +3,7 @@ the tokenised corpus kept on disk (memory-mapped), reused, and rebuilt when dama
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,7 +65,8 @@ def test_pairs_on_disk_equal_the_in_memory_tokenisation(tokenizer_dir, lo_train,
     assert isinstance(disk, MappedPairs) and isinstance(disk.src[0], list)
     assert memory.dropped_long > 0
     _same_pairs(disk, memory)
-    assert disk.target_tokens() == memory.target_tokens() and disk.lengths() == memory.lengths()
+    assert disk.target_tokens() == memory.target_tokens()
+    assert all(np.array_equal(a, b) for a, b in zip(disk.lengths(), memory.lengths()))
     assert disk.src[-1] == memory.src[-1] and disk.tgt[2:4] == memory.tgt[2:4]
     assert pairs_fingerprint(disk) == fingerprint_pairs(memory.src, memory.tgt)   # teacher caches still found
     assert epoch_batches(disk, 600, seed=3, epoch=0) == epoch_batches(memory, 600, seed=3, epoch=0)
@@ -119,3 +121,41 @@ def test_damaged_pairs_cache_is_rejected_then_rebuilt(tokenizer_dir, lo_train, t
     rebuilt = tokenize_to_disk(tokenizer, src, tgt, 40, tmp_path)
     assert rebuilt.directory == directory and [rebuilt.tgt[i] for i in range(len(rebuilt))] == reference
     MappedPairs.open(directory)   # sound again
+
+
+def lists_plan(pairs, batch_tokens: int, seed: int, epoch: int, pool_batches: int = 64) -> list[list[int]]:
+    """The epoch plan as it was computed with Python lists, kept as the specification the array
+    version must reproduce exactly: every run trained before (the demo's students among them)
+    walked its data in this order."""
+    import random
+
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    s_len, t_len = [len(s) for s in pairs.src], [len(t) for t in pairs.tgt]
+    batches: list[list[int]] = []
+    pool_size = max(1, pool_batches * batch_tokens // 40)
+    for start in range(0, len(order), pool_size):
+        pool = sorted(order[start:start + pool_size], key=lambda i: (t_len[i], s_len[i]))
+        batch, longest = [], 0
+        for i in pool:
+            longest_next = max(longest, s_len[i] + t_len[i])
+            if batch and longest_next * (len(batch) + 1) > batch_tokens:
+                batches.append(batch)
+                batch, longest_next = [], s_len[i] + t_len[i]
+            batch.append(i)
+            longest = longest_next
+        if batch:
+            batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+@pytest.mark.parametrize("batch_tokens, seed, epoch, pool_batches", [(600, 3, 0, 64), (2048, 1, 2, 64), (300, 7, 1, 2),
+                                                                    (5, 2, 0, 1)])
+def test_the_array_plan_is_the_list_plan(tokenizer_dir, lo_train, batch_tokens, seed, epoch, pool_batches):
+    """Many equal lengths (ties the sort must break by the shuffled order), several pools, a budget
+    smaller than any pair (one pair a batch)."""
+    pairs = tokenize_pairs(load_tokenizer(tokenizer_dir), lo_train.src[:3000], lo_train.tgt[:3000], max_length=60)
+    assert epoch_batches(pairs, batch_tokens, seed, epoch, pool_batches) == \
+        lists_plan(pairs, batch_tokens, seed, epoch, pool_batches)

@@ -1,12 +1,14 @@
 """Engines comparison: pair-by-pair ratios, interleaved timing on real (nano) translators, sizes."""
 
+import time
+
 import numpy as np
 import pytest
 
 from ekd_edge.errors import EkdError
 
 from ekd_edge.bench.engines import (EngineSpec, interleaved_latency, load_engine, pair_ratios, probe_command,
-                                   summarise)
+                                   summarise, warm_block_latency)
 
 
 def test_pair_ratios_are_per_sentence():
@@ -72,6 +74,42 @@ def test_interleaved_latency_on_two_real_translators(nano_checkpoint, lo_valid):
     assert sum(timings["a"]["tokens"]) > 0
     ratio = pair_ratios(timings["a"]["seconds"], timings["b"]["seconds"])
     assert ratio["n"] == len(texts)
+
+
+class _Clocked:
+    """A real translator whose every call takes at least ``pause`` seconds longer when it did not
+    run the call before: a stand-in for a cold cache, which only block timing avoids."""
+
+    def __init__(self, translator, pause, log):
+        self.inner, self.pause, self.log = translator, pause, log
+
+    def translate_with_ids(self, texts, max_new_tokens, num_beams):
+        if self.log and self.log[-1] is not self:
+            time.sleep(self.pause)
+        self.log.append(self)
+        return self.inner.translate_with_ids(texts, max_new_tokens, num_beams)
+
+
+SWITCH = 0.15  # seconds; a nano model decodes 8 tokens in a few milliseconds
+
+
+def test_warm_blocks_keep_each_engine_warm_where_round_robin_does_not(nano_checkpoint, lo_valid):
+    spec = EngineSpec("pytorch", "pytorch", nano_checkpoint, "fp32")
+    inner, log = load_engine(spec, 1), []
+    translators = {"a": _Clocked(inner, SWITCH, log), "b": _Clocked(inner, SWITCH, log)}
+    texts = lo_valid.src[:5]
+    warm = warm_block_latency(translators, texts, rounds=3, warmup=1, max_new_tokens=8)
+    cold = interleaved_latency(translators, texts, warmup=1, max_new_tokens=8)
+    for name in ("a", "b"):
+        assert len(warm[name]["rounds"]) == 3 and all(len(r) == len(texts) for r in warm[name]["rounds"])
+        # only the first sentence of a block follows the other engine, so the median over rounds
+        # of every other sentence never paid the switch; round-robin (the start rotating each
+        # sentence) pays it on about every other sentence
+        assert all(t < SWITCH for t in warm[name]["seconds"][1:])
+        assert sum(t >= SWITCH for t in cold[name]["seconds"]) >= len(texts) // 2
+    assert warm["a"]["tokens"] == warm["b"]["tokens"] == cold["a"]["tokens"]
+    with pytest.raises(ValueError):
+        warm_block_latency(translators, texts, rounds=0)
 
 
 def test_step_costs_drive_the_lifted_subgraphs_through_the_same_greedy_search(sharp_checkpoint, lo_valid, tmp_path):

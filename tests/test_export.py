@@ -65,12 +65,15 @@ def _copy_bundle(bundle: Path, dest: Path) -> Path:
     return dest
 
 
-def _rehash(bundle: Path) -> None:
-    """Bring manifest.json in line with the files, as a careless re-packager would."""
+def _rehash(bundle: Path, record: bool = False) -> None:
+    """Bring manifest.json's file list in line with the files, as a careless re-packager would; with
+    ``record`` the gates' verified record too, as only a deliberate edit does."""
     manifest = json.loads((bundle / MANIFEST_NAME).read_text())
     for entry in manifest["files"]:
         path = bundle / entry["path"]
         entry["sha256"], entry["size"] = file_sha256(path), path.stat().st_size
+        if record and entry["path"] in manifest["verified"]["graphs"]:
+            manifest["verified"]["graphs"][entry["path"]]["sha256"] = entry["sha256"]
     (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
@@ -215,6 +218,9 @@ def test_broken_and_rehashed_bundle_fails_parity_gate(fp32_bundle, reference, pa
     with pytest.raises(BundleError, match="sha256 differs"):
         verify_bundle(bundle)
     _rehash(bundle)
+    with pytest.raises(BundleError, match="not the graph the export's gates verified"):
+        verify_bundle(bundle)
+    _rehash(bundle, record=True)
     candidate = OnnxTranslator(bundle)  # integrity alone does not prove correctness...
     with pytest.raises(BundleError, match=r"parity gate failed.*first mismatch"):
         check_parity_gate(reference, candidate, parity_texts, max_new_tokens=48)  # ...the gate does

@@ -13,9 +13,12 @@ from ekd_edge.export.onnx_export import export_bundle
 from ekd_edge.errors import ProfileError
 from ekd_edge.export.profiles import FORMATS, load_profile, parse_profile, run_export
 from ekd_edge.export.prune import PruneSettings, prune_checkpoint
+from ekd_edge.host import int8_arch
 
+PACKAGED = Path(__file__).resolve().parent.parent / "ekd_edge" / "profiles"
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "export"
-SHIPPED = sorted({"cpu-x86", "arm64", "android", "ct2-int8"} | {p.stem for p in REPO_PROFILES.glob("*.toml")})
+# every profile the package ships, read from the folder, so a new one cannot be left unparsed
+SHIPPED = sorted({p.stem for p in PACKAGED.glob("*.toml")} | {p.stem for p in REPO_PROFILES.glob("*.toml")})
 
 
 # tiny models gain nothing from threads, and on a busy 2-core machine two threads can be 50x slower
@@ -39,6 +42,33 @@ def test_shipped_profiles_parse(name):
     # every profile proves itself: a BLEU gate, or (one-file, which has none) token parity
     assert profile.gate.quality_sentences > 0 or profile.gate.parity_sentences > 0
     assert profile.gate.max_bleu_drop >= 0
+
+
+def test_packaged_profiles_are_all_listed():
+    assert {"cpu-x86", "arm64", "android", "android-app", "onefile-x86", "ct2-int8"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("machine, flags, expected", [
+    ("x86_64", {"avx512_vnni": True, "avx2": True}, "avx512_vnni"),
+    ("x86_64", {"avx512_vnni": False, "avx2": True}, "avx2"),      # an AVX2-only EPYC
+    ("aarch64", {"asimddp": True}, "arm64"),
+])
+def test_int8_target_follows_the_host(machine, flags, expected):
+    assert int8_arch(machine, flags) == expected
+
+
+def test_host_profiles_resolve_to_this_machine_and_fixed_ones_do_not(monkeypatch):
+    import ekd_edge.host as host
+
+    monkeypatch.setattr(host, "cpu_flags", lambda names=host.INT8_FLAGS: {"avx512_vnni": False, "avx2": True})
+    monkeypatch.setattr(host.platform, "machine", lambda: "x86_64")
+    x86 = load_profile("cpu-x86")
+    assert x86.quantize.arch == "avx2"             # settled at load, recorded in the manifest as built
+    onefile = load_profile("onefile-x86")
+    assert (onefile.quantize.arch, onefile.quantize.kernel) == ("avx2", "blockwise")
+    assert load_profile("arm64").quantize.arch == "arm64"     # a profile naming its target keeps it
+    monkeypatch.setattr(host, "cpu_flags", lambda names=host.INT8_FLAGS: {"avx512_vnni": True, "avx2": True})
+    assert load_profile("cpu-x86").quantize.arch == "avx512_vnni"
 
 
 def test_profile_errors_name_the_file(tmp_path):

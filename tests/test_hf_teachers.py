@@ -27,6 +27,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 STEERING = {
     "marian-opus": {},
+    "m2m100": {"src_lang": "en", "tgt_lang": "de"},
     "nllb": {"src_lang": "eng_Latn", "tgt_lang": "deu_Latn"},
     "mbart50": {"src_lang": "en_XX", "tgt_lang": "de_DE"},
     "t5": {"prefix": "translate English to German: "},
@@ -55,8 +56,7 @@ max_length = 24
 long_pairs = "truncate"
 valid_sentences = 4
 [tokenizer]
-vocab_size = 200
-{'from = "big"' if adopt else ''}
+{'from = "big"' if adopt else 'vocab_size = 200'}
 {'trim = true' if adopt else ''}
 [training]
 batch_tokens = 512
@@ -218,9 +218,17 @@ def test_trimmed_student_exports_pass_fp32_parity(family, checkpoints, tmp_path,
 
 
 @pytest.mark.parametrize("family, steering, needles", [
-    ("nllb", {"src_lang": "eng_Latn"}, ["[[teacher]] #1 ('big') tgt_lang", "needs its tgt language token"]),
-    ("nllb", {"src_lang": "eng_Latn", "tgt_lang": "deu_Fake"}, ["tgt_lang = 'deu_Fake'", "not a language token"]),
-    ("mbart50", {}, ["src_lang", "a mbart teacher needs its src language token"]),
+    ("nllb", {"src_lang": "eng_Latn"}, ["[[teacher]] #1 ('big') tgt_lang", "needs its tgt language code",
+                                        "it offers ace_Arab,", "deu_Latn"]),
+    ("nllb", {"src_lang": "eng_Latn", "tgt_lang": "deu_Fake"}, ["tgt_lang = 'deu_Fake'", "not a language code",
+                                                                "NllbTokenizer", "deu_Latn"]),
+    ("nllb", {"src_lang": "en", "tgt_lang": "deu_Latn"}, ["src_lang = 'en'", "not a language code", "eng_Latn"]),
+    ("mbart50", {}, ["src_lang", "a mbart teacher needs its src language code", "en_XX"]),
+    ("mbart50", {"src_lang": "en", "tgt_lang": "de_DE"}, ["src_lang = 'en'", "not a language code", "en_XX"]),
+    # M2M100's codes are "en", its tokens "__en__": the token is not a code, an unknown code neither
+    ("m2m100", {"src_lang": "__en__", "tgt_lang": "de"}, ["src_lang = '__en__'", "M2M100Tokenizer", "write 'en'"]),
+    ("m2m100", {"src_lang": "en", "tgt_lang": "xx"}, ["tgt_lang = 'xx'", "not a language code", "it offers af, am,"]),
+    ("m2m100", {"src_lang": "en"}, ["tgt_lang", "a m2m_100 teacher needs its tgt language code", "zu"]),
     ("t5", {}, ["[[teacher]] #1 ('big') prefix", "needs its task prefix"]),
     ("marian-opus", {"src_lang": "en"}, ["src_lang", "only M2M100/NLLB and mBART teachers take language tokens"]),
 ])
@@ -245,3 +253,22 @@ def test_direct_kd_baseline_learns_from_a_top_teacher_of_another_vocabulary_as_i
     assert (baseline["stage_method"]["method"], baseline["stage_method"]["teacher_kind"]) == (method, kind)
     assert baseline["stage_method"]["method"] == stage["stage_method"]["method"]
     assert baseline["steps"] == stage["steps"]   # one stage: the ladder's total steps
+
+
+@pytest.mark.parametrize("family, src, tgt", [("m2m100", "__en__", "__de__"), ("nllb", "eng_Latn", "deu_Latn"),
+                                              ("mbart50", "en_XX", "de_DE")])
+def test_language_codes_resolve_to_the_language_tokens_the_tokenizer_itself_uses(family, src, tgt, checkpoints):
+    """The source starts with (or, NLLB legacy, carries) the very language token the family's own
+    tokenizer puts there, and generation is forced to the target language's token, never to an
+    ordinary piece spelled like the code (M2M100's vocabulary holds "en" and "de" as pieces)."""
+    directory = checkpoints[family]
+    teacher = load_teacher("big", directory, "foreign", **STEERING[family])
+    own = load_teacher_tokenizer(directory)
+    src_id, tgt_id = own.convert_tokens_to_ids(src), own.convert_tokens_to_ids(tgt)
+    assert src_id not in (None, own.unk_token_id) and tgt_id not in (None, own.unk_token_id)
+    if family == "m2m100":
+        assert own.convert_tokens_to_ids("en") != own.unk_token_id, "the test needs 'en' to be an ordinary piece"
+    assert teacher.source_prefix_ids == [src_id] and teacher.forced_bos_token_id == tgt_id
+    assert teacher.target_prefix_ids == [tgt_id]
+    encoded = teacher.encode_sources(["Select the cell range."], 64).input_ids[0].tolist()
+    assert src_id in encoded and encoded.count(src_id) == 1

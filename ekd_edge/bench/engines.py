@@ -104,6 +104,41 @@ def interleaved_latency(translators: dict, texts: list[str], warmup: int = 5, ma
     return timings
 
 
+def warm_block_latency(translators: dict, texts: list[str], rounds: int = 4, warmup: int = 5,
+                       max_new_tokens: int = 128, progress=None) -> dict:
+    """Batch-1 greedy seconds per sentence for each translator, each timed warm: a translator
+    runs the whole block of ``texts`` in a row, as an app translates with one engine, and the
+    engines alternate block by block for ``rounds`` rounds (the first engine rotates each round).
+
+    Round-robin per sentence (``interleaved_latency``) spreads machine drift evenly but evicts
+    each engine's caches between its sentences; blocks keep them warm. Returns {name: {"seconds":
+    per-sentence median over the rounds, "tokens": [...], "rounds": [[seconds] per round]}}.
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+    names = list(translators)
+    for name in names:
+        for i in range(max(0, warmup)):
+            timed_translate(translators[name], texts[i % len(texts)], max_new_tokens)
+    per_round = {name: [] for name in names}
+    tokens: dict[str, list[int]] = {}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            gc.collect()
+            seconds, counts = [], []
+            for text in texts:
+                start = time.perf_counter()
+                _, n_tokens = timed_translate(translators[name], text, max_new_tokens)
+                seconds.append(time.perf_counter() - start)
+                counts.append(n_tokens)
+            per_round[name].append(seconds)
+            tokens.setdefault(name, counts)
+            if progress:
+                progress(r + 1, name)
+    return {name: {"seconds": [percentile(list(column), 50) for column in zip(*per_round[name])],
+                   "tokens": tokens[name], "rounds": per_round[name]} for name in names}
+
+
 def summarise(timing: dict) -> dict:
     summary = latency_summary(timing["seconds"])
     total = sum(timing["seconds"])

@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from ekd_edge import markdown
 from ekd_edge.errors import ReportError
 
 
@@ -169,9 +170,7 @@ def render_pareto_png(report: dict) -> bytes:
 
 
 def _fmt(value, digits=2) -> str:
-    if not _finite(value):
-        return "–"
-    return f"{value:.{digits}f}"
+    return markdown.number(value, f".{digits}f") if _finite(value) else markdown.MISSING
 
 
 def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -199,18 +198,18 @@ def stage_lines(report: dict) -> list[str]:
 
 
 def render_markdown(report: dict, png_name: str = "pareto.png") -> str:
+    from ekd_edge.bench.report import signature_markdown
+
     header, body = table_rows(report)
+    # the Pareto mark is kept as it is: an empty cell means "not on the front", not "missing"
     lines = [f"# {report['title']}: stage versus deploy cost", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-    lines += ["", f"★ Pareto-optimal (no other model has higher-or-equal BLEU at lower-or-equal p50 latency): "
-              f"{', '.join(report['pareto']) or 'none'}.", "", f"![BLEU against p50 latency]({png_name})", "",
-              "## What each EKD stage buys and costs", ""]
+             markdown.table(header, body, align="clllll" + "r" * (len(header) - 6), formats={0: str}),
+             f"★ Pareto-optimal (no other model has higher-or-equal BLEU at lower-or-equal p50 latency): "
+             f"{', '.join(report['pareto']) or 'none'}.", "", f"![BLEU against p50 latency]({png_name})", "",
+             "## What each EKD stage buys and costs", ""]
     lines += [f"- {line}" for line in stage_lines(report)] or ["- no student stages in this run"]
-    lines += ["", "## Signature", ""]
-    for key, value in report["signature"].items():
-        lines.append(f"- {key}: {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}")
-    return "\n".join(lines) + "\n"
+    lines += ["", signature_markdown(report["signature"])]
+    return "\n".join(lines)
 
 
 def write_stage_report(run_dir, out_dir=None) -> dict:

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from ekd_edge import markdown
 from ekd_edge.errors import EkdError
 from ekd_edge.files import write_bytes_atomic, write_json_atomic
 
@@ -26,7 +27,7 @@ _MARKER_SIZE = 90
 
 def _fmt_params(value) -> str:
     if value is None:
-        return "–"
+        return markdown.MISSING
     for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if value >= limit:
             return f"{value / limit:.1f}{suffix}"
@@ -35,22 +36,15 @@ def _fmt_params(value) -> str:
 
 def _fmt_adaptive(value) -> str:
     """Two decimals for small numbers (a 0.05 MB nano model), one for large ones."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+    return markdown.number(value, ".2f" if markdown.is_number(value) and abs(value) < 10 else ".1f")
 
 
 def _fmt_fixed(digits: int):
-    def fmt(value) -> str:
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            return "–"
-        return f"{value:.{digits}f}"
-
-    return fmt
+    return lambda value: markdown.number(value, f".{digits}f")
 
 
 def _fmt_text(value) -> str:
-    return "–" if value is None or value == "" else str(value)
+    return markdown.MISSING if value is None or value == "" else str(value)
 
 
 # (header, row key, formatter, numeric?)
@@ -88,16 +82,10 @@ def rich_table(rows: list[dict], title: str | None = None):
     return table
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(rows: list[dict]) -> list[str]:
-    lines = ["| " + " | ".join(h for h, _, _, _ in COLUMNS) + " |",
-             "| " + " | ".join("---:" if numeric else "---" for _, _, _, numeric in COLUMNS) + " |"]
-    for row in rows:
-        lines.append("| " + " | ".join(_md_escape(cell) for cell in _cells(row)) + " |")
-    return lines
+def _md_table(rows: list[dict]) -> str:
+    return markdown.table([h for h, _, _, _ in COLUMNS], [[row.get(key) for _, key, _, _ in COLUMNS] for row in rows],
+                          align="".join("r" if numeric else "l" for _, _, _, numeric in COLUMNS),
+                          formats={i: fmt for i, (_, _, fmt, _) in enumerate(COLUMNS)})
 
 
 def _md_value(value) -> str:
@@ -106,35 +94,28 @@ def _md_value(value) -> str:
     return str(value)
 
 
-def _md_signature(signature: dict) -> list[str]:
-    """The environment first, in a fixed order; then whatever else the caller put in the signature."""
+# what environment_signature() records: it goes to the provenance footer, the rest to "Run" sections
+_ENVIRONMENT_KEYS = ("cpu", "cpu_flags", "logical_cores", "usable_cores", "threads", "os", "machine", "python",
+                     "python_implementation", "packages", "measured_at")
+
+
+def signature_markdown(signature: dict) -> str:
+    """A report's signature: what the caller added (data, settings, model hashes) as "Run" sections,
+    then the environment as the provenance footer, which ends the report."""
     sig = dict(signature)
-    lines = ["## Environment", ""]
-    if "cpu" in sig:
-        lines.append(f"- CPU: {sig.pop('cpu')}")
-    cores = [f"{label} {sig.pop(key)}" for key, label in
-             (("logical_cores", "logical"), ("usable_cores", "usable")) if key in sig]
-    if "threads" in sig:
-        cores.append(f"threads {sig.pop('threads')}")
-    if cores:
-        lines.append(f"- Cores: {', '.join(cores)}")
-    for key, label in (("os", "OS"), ("machine", "Architecture"), ("python", "Python"),
-                       ("python_implementation", "Python implementation"), ("measured_at", "Measured at (UTC)")):
-        if key in sig:
-            lines.append(f"- {label}: {sig.pop(key)}")
-    packages = sig.pop("packages", None)
-    if isinstance(packages, dict):
-        lines.append("- Packages: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in packages.items()))
-    elif packages is not None:
-        sig["packages"] = packages
+    environment = {key: sig.pop(key) for key in _ENVIRONMENT_KEYS if key in sig}
+    if not isinstance(environment.get("packages", {}), dict):
+        sig["packages"] = environment.pop("packages")
+    lines = []
     scalars = {k: v for k, v in sig.items() if not isinstance(v, dict)}
     if scalars:
-        lines += ["", "## Run", ""] + [f"- {k}: {_md_value(v)}" for k, v in scalars.items()]
+        lines += ["## Run", ""] + [f"- {k}: {_md_value(v)}" for k, v in scalars.items()] + [""]
     for key, value in sig.items():
-        if isinstance(value, dict):
-            lines += ["", f"## {key.replace('_', ' ').capitalize()}", ""]
-            lines += [f"- {k}: {_md_value(v)}" for k, v in value.items() if v is not None]
-    return lines
+        items = [f"- {k}: {_md_value(v)}" for k, v in value.items() if v is not None] if isinstance(value, dict) else []
+        if items:
+            lines += [f"## {key.replace('_', ' ').capitalize()}", "", *items, ""]
+    # a report records the machine it measured on, not the code: the footer is its environment
+    return "\n".join(lines + [markdown.provenance_footer({"environment": environment}, heading="Environment")])
 
 
 def _md_metric_signatures(rows: list[dict]) -> list[str]:
@@ -146,18 +127,17 @@ def _md_metric_signatures(rows: list[dict]) -> list[str]:
         else:
             # differing signatures mean the scores are not comparable: show which row used which
             lines.append(f"- {label} (differs between rows, scores not directly comparable):")
-            lines += [f"  - {_md_escape(str(row.get('name')))}: `{row.get(key)}`" for row in rows]
+            lines += [f"  - {markdown.escape(row.get('name'))}: `{row.get(key)}`" for row in rows]
     return lines
 
 
 def render_markdown(rows: list[dict], signature: dict, title: str, sections=()) -> str:
-    """The report's Markdown: the rows, then each (heading, markdown) section, then the signature."""
-    lines = [f"# {title}", ""]
-    lines += _md_table(rows)
+    """The report's Markdown: the rows, each (heading, markdown) section, the metric signatures,
+    then the run's signature ending in the provenance footer."""
+    lines = [f"# {title}", "", _md_table(rows)]
     n = {row.get("n_sentences") for row in rows if row.get("n_sentences") is not None}
     timed = {row.get("latency_sentences") for row in rows if row.get("latency_sentences") is not None}
     lines += [
-        "",
         f"BLEU/chrF: greedy decoding on {', '.join(map(str, sorted(n))) or '?'} sentences. "
         f"Latency: batch 1, greedy, one sentence at a time (tokenise + generate + detokenise), "
         f"on {', '.join(map(str, sorted(timed))) or 'the first'} sentences after untimed warm-up. "
@@ -170,8 +150,8 @@ def render_markdown(rows: list[dict], signature: dict, title: str, sections=()) 
     ]
     for heading, body in sections:
         lines += [f"## {heading}", "", body.rstrip("\n"), ""]
-    lines += _md_signature(signature)
-    lines += [""] + _md_metric_signatures(rows) + [""]
+    lines += _md_metric_signatures(rows) + [""]
+    lines.append(signature_markdown(signature))
     return "\n".join(lines)
 
 

@@ -11,6 +11,8 @@ import platform
 from datetime import datetime, timezone
 from importlib import metadata
 
+from ekd_edge.host import cpu_flags, cpu_model
+
 # report key -> distribution names to try (the first installed one wins)
 _PACKAGES = {
     "torch": ("torch",),
@@ -33,21 +35,6 @@ def git_revision(root: str | os.PathLike) -> str:
     except OSError:
         return "unknown"
     return head + ("+dirty" if dirty else "") if head else "unknown"
-
-
-def cpu_model() -> str:
-    """The CPU's name as the kernel reports it; ARM boards use other keys than x86."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            info = fh.read()
-    except OSError:
-        info = ""
-    for key in ("model name", "Model", "Hardware", "cpu model", "Processor"):
-        for line in info.splitlines():
-            name, sep, value = line.partition(":")
-            if sep and name.strip() == key and value.strip():
-                return value.strip()
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def package_versions() -> dict:
@@ -75,6 +62,7 @@ def environment_signature(threads: int | None) -> dict:
         usable = os.cpu_count()
     return {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "logical_cores": os.cpu_count(),
         # in a container or under taskset fewer cores may be usable than exist
         "usable_cores": usable,

@@ -58,13 +58,15 @@ def shares_run_layout(teacher_dir: Path) -> bool:
             and all(vocab.get(proc.id_to_piece(i)) == i for i in range(proc.get_piece_size())))
 
 
-def piece_counts(model_file: Path, texts: list[str]) -> Counter:
+def piece_counts(model_file: Path, texts, chunk: int = 20_000) -> Counter:
+    """How often each piece occurs in ``texts`` (any sequence of strings, read a chunk at a time)."""
     import sentencepiece as spm
 
     proc = spm.SentencePieceProcessor(model_file=str(model_file))
     counts: Counter = Counter()
-    for pieces in proc.encode(texts, out_type=str):
-        counts.update(pieces)
+    for start in range(0, len(texts), chunk):
+        for pieces in proc.encode(list(texts[start:start + chunk]), out_type=str):
+            counts.update(pieces)
     return counts
 
 

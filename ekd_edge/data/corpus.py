@@ -138,15 +138,16 @@ def read_lines(path: str | Path) -> list[str]:
     return decode_lines(raw, str(path))
 
 
-def decode_lines(raw: bytes, name: str) -> list[str]:
-    """UTF-8 lines of ``raw`` without line ends; invalid UTF-8 is a CorpusError naming ``name``:line."""
-    if raw.startswith(b"\xef\xbb\xbf"):
+def decode_lines(raw: bytes, name: str, first: int = 1) -> list[str]:
+    """UTF-8 lines of ``raw`` without line ends; invalid UTF-8 is a CorpusError naming ``name``:line
+    (``first``: the number of raw's first line)."""
+    if first == 1 and raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     out = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first):
         try:
             out.append(line.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as exc:
@@ -154,6 +155,30 @@ def decode_lines(raw: bytes, name: str) -> list[str]:
                 f"{name}:{number}: invalid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
             ) from None
     return out
+
+
+def arriving_lines(stream, name: str, batch: int = 32):
+    """(number of the first line, lines) batches of a binary stream's UTF-8 lines as they arrive.
+
+    A batch holds only lines already read, at most ``batch`` of them, so a reader at the other end
+    of a pipe gets each line's result without waiting for the next line or the end of the input;
+    a file read at once still comes in full batches.
+    """
+    pending, number = b"", 1
+    while True:
+        chunk = stream.read1(1 << 16)   # whatever has arrived, waiting only when nothing has
+        pending += chunk
+        if chunk:
+            complete, newline, pending = pending.rpartition(b"\n")
+            complete += newline
+        else:   # the end: a last line without its newline
+            complete, pending = pending, b""
+        lines = decode_lines(complete, name, number) if complete else []
+        for start in range(0, len(lines), batch):
+            yield number + start, lines[start:start + batch]
+        number += len(lines)
+        if not chunk:
+            return
 
 
 def load_parallel(src_path: str | Path, tgt_path: str | Path, empty: str = "error") -> ParallelText:

@@ -20,6 +20,18 @@ PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 TOKENIZER_FILES = ("source.spm", "target.spm", "vocab.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+# SentencePiece samples input_sentence_size sentences of what it is given, but holds all of it first:
+# a corpus larger than this gives it an even stride of its pairs instead of every one.
+TOKENIZER_SENTENCES = 1_000_000
+
+
+def tokenizer_sentences(src, tgt, cap: int = TOKENIZER_SENTENCES) -> list[str]:
+    """The sentences a joint tokenizer is trained on: every source then every target, or, past
+    ``cap`` sentences, those of an even stride of pairs (source and target sequences of any kind)."""
+    stride = max(1, -(-(len(src) + len(tgt)) // cap))
+    return list(src[::stride] if stride > 1 else src) + list(tgt[::stride] if stride > 1 else tgt)
+
+
 def train_tokenizer(texts, out_dir: str | Path, vocab_size: int, seed_sentences: int = 200_000):
     """Train a unigram SentencePiece model on ``texts`` (source and target sides together)."""
     import sentencepiece as spm

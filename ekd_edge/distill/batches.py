@@ -18,17 +18,19 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Sequence
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ekd_edge.data.flat import PairSide
+from ekd_edge.data.pair_encoder import PairEncoder
 from ekd_edge.data.tokenizer import PAD_ID, TOKENIZER_FILES
 from ekd_edge.distill.losses import IGNORE
 from ekd_edge.errors import EkdError
-from ekd_edge.files import publish_dir, staging_dir
+from ekd_edge.files import publish_dir, staging_dir, writing
 from ekd_edge.hashing import file_sha256
 
 
@@ -44,17 +46,27 @@ class TokenizedPairs:
     def target_tokens(self) -> int:
         return sum(len(t) for t in self.tgt)
 
-    def lengths(self) -> tuple[list[int], list[int]]:
-        """Token counts of every source and every target."""
-        return [len(s) for s in self.src], [len(t) for t in self.tgt]
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Token counts of every source and every target (int64 arrays)."""
+        return (np.fromiter(map(len, self.src), dtype=np.int64, count=len(self.src)),
+                np.fromiter(map(len, self.tgt), dtype=np.int64, count=len(self.tgt)))
 
 
-def tokenize_pairs(tokenizer, src: list[str], tgt: list[str], max_length: int, chunk: int = 4096) -> TokenizedPairs:
-    """Token ids (EOS included) of both sides; pairs longer than ``max_length`` on either side are dropped."""
+def tokenize_pairs(tokenizer, src: list[str], tgt: list[str], max_length: int, chunk: int = 4096,
+                   encoder: PairEncoder | None = None) -> TokenizedPairs:
+    """Token ids (EOS included) of both sides; pairs longer than ``max_length`` on either side are dropped.
+
+    A Marian tokenizer is run through SentencePiece's batch encoder on every core (``encoder``, made
+    here when not given; data/pair_encoder.py), with the ids the tokenizer itself would give."""
+    encoder = encoder or PairEncoder.for_tokenizer(tokenizer)
     out_src, out_tgt, dropped = [], [], 0
     for i in range(0, len(src), chunk):
-        enc = tokenizer(src[i:i + chunk], text_target=tgt[i:i + chunk])
-        for s, t in zip(enc["input_ids"], enc["labels"]):
+        if encoder is not None:
+            src_ids, tgt_ids = encoder.encode(src[i:i + chunk], tgt[i:i + chunk])
+        else:
+            enc = tokenizer(src[i:i + chunk], text_target=tgt[i:i + chunk])
+            src_ids, tgt_ids = enc["input_ids"], enc["labels"]
+        for s, t in zip(src_ids, tgt_ids):
             if len(s) > max_length or len(t) > max_length:
                 dropped += 1
                 continue
@@ -91,26 +103,8 @@ def _update_fingerprint(digest, s, t) -> None:
     digest.update(b"#")
 
 
-class _MappedSide(Sequence):
-    """One side (0 = source, 1 = target) of memory-mapped pairs: ``side[i]`` is a list of ints."""
-
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, side: int):
-        self._tokens, self._offsets, self._side = tokens, offsets, side
-        self._n = (len(offsets) - 1) // 2
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
-        i = int(i)
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(f"pair {i} out of range (0..{self._n - 1})")
-        at = 2 * i + self._side
-        return self._tokens[int(self._offsets[at]):int(self._offsets[at + 1])].tolist()
+def _ids(values: np.ndarray) -> list[int]:
+    return values.tolist()
 
 
 class MappedPairs:
@@ -122,7 +116,7 @@ class MappedPairs:
 
     def __init__(self, directory: Path, tokens: np.ndarray, offsets: np.ndarray, meta: dict):
         self.directory, self.meta = directory, meta
-        self.src, self.tgt = _MappedSide(tokens, offsets, 0), _MappedSide(tokens, offsets, 1)
+        self.src, self.tgt = PairSide(tokens, offsets, 0, _ids), PairSide(tokens, offsets, 1, _ids)
         self.dropped_long = int(meta["dropped_long"])
         self.fingerprint = meta["fingerprint"]   # of the token ids, exactly as fingerprint_pairs computes it
         self._sides = np.diff(offsets)
@@ -133,8 +127,8 @@ class MappedPairs:
     def target_tokens(self) -> int:
         return int(self._sides[1::2].sum())
 
-    def lengths(self) -> tuple[list[int], list[int]]:
-        return self._sides[0::2].tolist(), self._sides[1::2].tolist()
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._sides[0::2], self._sides[1::2]
 
     @classmethod
     def open(cls, directory: str | Path) -> "MappedPairs":
@@ -211,14 +205,15 @@ def _open_or_build(final: Path, tokenizer, src, tgt, max_length, truncate_to, ch
         except EkdError as err:
             console.log(f"{err}: rebuilding it")
             shutil.rmtree(final)
-    tmp = staging_dir(final)   # a killed build's leftover (tokens.raw) is removed here by the next one
-    try:
-        meta = _write_tokens(tmp, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
-        meta["key"] = final.name.removeprefix("pairs-")
-        _write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
-        publish_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(final):
+        tmp = staging_dir(final)   # a killed build's leftover (tokens.raw) is removed here by the next one
+        try:
+            meta = _write_tokens(tmp, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
+            meta["key"] = final.name.removeprefix("pairs-")
+            _write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
+            publish_dir(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return MappedPairs.open(final)
 
 
@@ -227,11 +222,13 @@ def _write_tokens(tmp: Path, tokenizer, src, tgt, max_length, truncate_to, chunk
     from ekd_edge.console import progress_bar
 
     digest, sides, dropped, total = hashlib.sha256(), [], 0, 0
+    encoder = PairEncoder.for_tokenizer(tokenizer)
     raw = tmp / "tokens.raw"
     with open(raw, "wb") as out, progress_bar() as bar:
         task = bar.add_task(description, total=len(src), status="")
         for start in range(0, len(src), chunk):
-            part = tokenize_pairs(tokenizer, src[start:start + chunk], tgt[start:start + chunk], max_length, chunk)
+            part = tokenize_pairs(tokenizer, src[start:start + chunk], tgt[start:start + chunk], max_length, chunk,
+                                  encoder)
             if truncate_to is not None:
                 part = truncate_pairs(part, truncate_to)
             dropped += part.dropped_long
@@ -266,28 +263,65 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(out.fileno())
 
 
-def epoch_batches(pairs: TokenizedPairs, batch_tokens: int, seed: int, epoch: int, pool_batches: int = 64) -> list[list[int]]:
-    """Index lists, one per batch, for one pass over ``pairs``."""
+class EpochPlan:
+    """One pass over the pairs as batches, flat: the pair indices of every batch in batch order
+    (8 bytes a pair) and where each batch starts; ``plan[b]`` is batch b's list of indices."""
+
+    def __init__(self, order: np.ndarray, bounds: np.ndarray):
+        self.order, self.bounds = order, bounds
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __getitem__(self, b: int) -> list[int]:
+        if not -len(self) <= b < len(self):
+            raise IndexError(f"batch {b} out of range (0..{len(self) - 1})")
+        b %= len(self)
+        return self.order[self.bounds[b]:self.bounds[b + 1]].tolist()
+
+
+def plan_epoch(pairs: TokenizedPairs, batch_tokens: int, seed: int, epoch: int, pool_batches: int = 64) -> EpochPlan:
+    """The batches of one pass over ``pairs``: shuffled, sorted by length inside pools of a few
+    hundred pairs, cut at ``batch_tokens`` (padded), and the batches shuffled again.
+
+    Arrays instead of Python lists (a list of ints takes 36 bytes an entry), but the very order
+    Python's lists gave: the same ``random.Random`` draws shuffle an ``array`` of indices, and a
+    stable sort on (target, source) length orders each pool as ``sorted`` did."""
     rng = random.Random(seed * 100_003 + epoch)
-    order = list(range(len(pairs)))
-    rng.shuffle(order)
+    shuffled = array("q", range(len(pairs)))
+    rng.shuffle(shuffled)   # the permutation depends only on the length and the draws
+    order = np.frombuffer(shuffled, dtype=np.int64)
     s_len, t_len = pairs.lengths()   # lengths only: no pair is read from disk to plan an epoch
-    batches: list[list[int]] = []
+    s_len, t_len = np.asarray(s_len, dtype=np.int64), np.asarray(t_len, dtype=np.int64)
+    pooled = np.empty_like(order)
+    starts = array("q")
     pool_size = max(1, pool_batches * batch_tokens // 40)
     for start in range(0, len(order), pool_size):
-        pool = sorted(order[start:start + pool_size], key=lambda i: (t_len[i], s_len[i]))
-        batch, longest = [], 0
-        for i in pool:
-            longest_next = max(longest, s_len[i] + t_len[i])
-            if batch and longest_next * (len(batch) + 1) > batch_tokens:
-                batches.append(batch)
-                batch, longest_next = [], s_len[i] + t_len[i]
-            batch.append(i)
+        pool = order[start:start + pool_size]
+        pool = pool[np.lexsort((s_len[pool], t_len[pool]))]   # stable: ties keep the shuffled order
+        pooled[start:start + len(pool)] = pool
+        longest, size = 0, 0
+        for at, total in enumerate((s_len[pool] + t_len[pool]).tolist()):
+            longest_next = max(longest, total)
+            if size == 0 or longest_next * (size + 1) > batch_tokens:   # a new batch starts here
+                starts.append(start + at)
+                size, longest_next = 0, total
+            size += 1
             longest = longest_next
-        if batch:
-            batches.append(batch)
-    rng.shuffle(batches)
-    return batches
+    starts_np = np.frombuffer(starts, dtype=np.int64)
+    ends = np.append(starts_np[1:], len(order))
+    batch_order = list(range(len(starts_np)))
+    rng.shuffle(batch_order)
+    lengths = (ends - starts_np)[batch_order]
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    out = np.concatenate([pooled[starts_np[b]:ends[b]] for b in batch_order]) if batch_order else order[:0]
+    return EpochPlan(out, bounds)
+
+
+def epoch_batches(pairs: TokenizedPairs, batch_tokens: int, seed: int, epoch: int, pool_batches: int = 64) -> list[list[int]]:
+    """Index lists, one per batch, for one pass over ``pairs`` (plan_epoch's batches as lists)."""
+    plan = plan_epoch(pairs, batch_tokens, seed, epoch, pool_batches)
+    return [plan[b] for b in range(len(plan))]
 
 
 def collate(pairs: TokenizedPairs, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -322,7 +356,7 @@ class BatchStream:
         if not len(pairs):
             raise ValueError("no training pairs left to batch (all were empty or too long?)")
         self.pairs, self.batch_tokens, self.seed = pairs, batch_tokens, seed
-        self._plans: dict[int, list[list[int]]] = {}
+        self._plans: dict[int, EpochPlan] = {}
         self._lengths: dict[int, int] = {}
 
     def locate(self, step: int) -> tuple[int, int]:
@@ -336,6 +370,10 @@ class BatchStream:
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         return collate(self.pairs, self.indices(step))
 
+    def steps_in_epoch(self, epoch: int = 0) -> int:
+        """How many batches one pass over every pair takes (epochs differ by a batch or two)."""
+        return self._length(epoch)
+
     def indices(self, step: int) -> list[int]:
         """The pair indices of the batch at ``step`` (used to look teacher outputs up in a cache)."""
         epoch, index = self.locate(step)
@@ -346,9 +384,9 @@ class BatchStream:
             self._lengths[epoch] = len(self._plan(epoch))
         return self._lengths[epoch]
 
-    def _plan(self, epoch: int) -> list[list[int]]:
+    def _plan(self, epoch: int) -> EpochPlan:
         if epoch not in self._plans:
-            if len(self._plans) > 4:
+            if len(self._plans) > 1:   # the epoch being trained and the next: 8 bytes a pair each
                 self._plans.pop(min(self._plans))
-            self._plans[epoch] = epoch_batches(self.pairs, self.batch_tokens, self.seed, epoch)
+            self._plans[epoch] = plan_epoch(self.pairs, self.batch_tokens, self.seed, epoch)
         return self._plans[epoch]

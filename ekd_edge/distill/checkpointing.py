@@ -17,13 +17,13 @@ tensors and plain containers only, never pickled code.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ekd_edge.errors import CheckpointError
+from ekd_edge.files import atomic_file
 
 FORMAT_VERSION = 1
 
@@ -49,17 +49,8 @@ class ProgressFile:
         """Write ``state`` (plus the identity fields) atomically: temp file, fsync, rename, fsync dir."""
         payload = {"format_version": FORMAT_VERSION, "role": self.role, "name": self.name,
                    "total_steps": self.total_steps, **state}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(self.path) as fh:   # a full disk keeps the previous progress and names this file
+            torch.save(payload, fh)
         _fsync_directory(self.path.parent)
 
     def load(self) -> dict | None:

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ekd_edge import markdown
 from ekd_edge.defaults import DEFAULT_CORPUS
 from ekd_edge.errors import EkdError
 from ekd_edge.files import write_json_atomic, write_text_atomic
@@ -133,20 +134,14 @@ def compare_run(run_dir: str | Path, split: str = "test", sentences: int = 0, sa
     return result
 
 
-def _p(value: float | None) -> str:
-    return "ref." if value is None else f"{value:.4f}"
-
-
 def markdown_table(result: dict) -> str:
-    lines = [f"{result['split']} split, {result['sentences']} sentences, paired bootstrap "
-             f"({result['bootstrap_samples']} resamples) against {result['reference_system']}", "",
-             "| model | role | params | BLEU | 95% CI | p | chrF | 95% CI | p |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['name']} | {r['role']} | {r['params']:,} | {r['bleu']:.2f} | "
-                     f"{r['bleu_mean']:.2f} ± {r['bleu_ci']:.2f} | {_p(r['bleu_p'])} | {r['chrf']:.2f} | "
-                     f"{r['chrf_mean']:.2f} ± {r['chrf_ci']:.2f} | {_p(r['chrf_p'])} |")
-    return "\n".join(lines) + "\n"
+    rows = [[r["name"], r["role"], r["params"], r["bleu"], markdown.mean_sd(r["bleu_mean"], r["bleu_ci"]),
+             markdown.p_value(r["bleu_p"]), r["chrf"], markdown.mean_sd(r["chrf_mean"], r["chrf_ci"]),
+             markdown.p_value(r["chrf_p"])] for r in result["rows"]]
+    return (f"{result['split']} split, {result['sentences']} sentences, paired bootstrap "
+            f"({result['bootstrap_samples']} resamples) against {result['reference_system']}\n\n"
+            + markdown.table(["model", "role", "params", "BLEU", "95% CI", "p", "chrF", "95% CI", "p"], rows,
+                             align="llrrrrrrr", formats={2: markdown.count}))
 
 
 def rich_table(result: dict):
@@ -158,5 +153,6 @@ def rich_table(result: dict):
         table.add_column(col, justify="left" if col in ("model", "role") else "right")
     for r in result["rows"]:
         table.add_row(r["name"], r["role"], f"{r['params']:,}", f"{r['bleu']:.2f}", f"± {r['bleu_ci']:.2f}",
-                      _p(r["bleu_p"]), f"{r['chrf']:.2f}", f"± {r['chrf_ci']:.2f}", _p(r["chrf_p"]))
+                      markdown.p_value(r["bleu_p"]), f"{r['chrf']:.2f}", f"± {r['chrf_ci']:.2f}",
+                      markdown.p_value(r["chrf_p"]))
     return table

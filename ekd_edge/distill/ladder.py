@@ -35,7 +35,7 @@ import torch
 
 from ekd_edge.console import console, log_to
 from ekd_edge.data.corpus import load_corpus
-from ekd_edge.data.tokenizer import load_tokenizer, train_tokenizer, vocab_fingerprint
+from ekd_edge.data.tokenizer import load_tokenizer, tokenizer_sentences, train_tokenizer, vocab_fingerprint
 from ekd_edge.distill import distributed
 from ekd_edge.distill.batches import BatchStream, tokenize_to_disk
 from ekd_edge.distill.checkpointing import ProgressFile, is_done
@@ -54,7 +54,9 @@ from ekd_edge.models.teacher import (check_teacher_checkpoint, load_teacher, loa
 def prepare_run_dir(run_dir: Path, recipe: Recipe, recipe_text: str, write: bool = True) -> None:
     """Create the run directory, or check that an existing one belongs to the same recipe."""
     marker = run_dir / "recipe.toml"
-    if run_dir.exists() and any(p.name not in (LOCK_NAME, "distill.log") for p in run_dir.iterdir()):
+    # the lock, the log and the cache (the training text is checked into it before the run is set
+    # up) come before recipe.toml marks a directory as a run
+    if run_dir.exists() and any(p.name not in (LOCK_NAME, "distill.log", "cache") for p in run_dir.iterdir()):
         if not marker.is_file():
             raise EkdError(f"{run_dir}: exists and holds files that are not an ekd-edge run; choose another --run-dir")
         if marker.read_text() != recipe_text:
@@ -128,8 +130,15 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
 
     # Data: fail on bad input before any training starts.
     corpus = load_corpus(recipe.data.corpus, recipe.data.src_lang or None, recipe.data.tgt_lang or None)
-    train_text = corpus.split("train", empty=recipe.data.empty_lines).head(recipe.data.max_train_pairs or None)
+    for i, teacher in enumerate(recipe.teachers):   # given teachers are checked before anything is written
+        if teacher.checkpoint:
+            check_teacher_checkpoint(teacher.checkpoint, f"{recipe.source} [[teacher]] #{i + 1} ({teacher.name!r})")
+    current = {"recipe": recipe.name, "data": data_identity(corpus), "teachers": teacher_identity(recipe.teachers)}
+    identity = check_run_identity(run_dir, current, write=False)
     valid = corpus.split("valid", empty=recipe.data.empty_lines).head(recipe.data.valid_sentences)
+    # The training split streams into a store on disk (data/text_store.py): every line checked as
+    # load_parallel checks it, none held in memory; keyed by the files' contents, reused on restart.
+    train_text = train_store(corpus, current["data"], recipe, cache_root)
     for split, text in (("train", train_text), ("valid", valid)):
         if not len(text):
             raise CorpusError(f"{corpus.files[split][0]}: no sentence pairs in the {split} split "
@@ -137,14 +146,11 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
     console.log(f"data: {corpus.name} train {len(train_text):,} pairs"
                 + (f" ({train_text.skipped_empty} empty skipped)" if train_text.skipped_empty else "")
                 + f", valid subset {len(valid)}")
-    for i, teacher in enumerate(recipe.teachers):   # given teachers are checked before anything is written
-        if teacher.checkpoint:
-            check_teacher_checkpoint(teacher.checkpoint, f"{recipe.source} [[teacher]] #{i + 1} ({teacher.name!r})")
-    current = {"recipe": recipe.name, "data": data_identity(corpus), "teachers": teacher_identity(recipe.teachers)}
-    identity = check_run_identity(run_dir, current, write=False)
 
-    # The tokenizer is trained before anything is written: a vocabulary the corpus cannot fill is a
-    # recipe mistake the user fixes and reruns, with no half-made run directory in the way.
+    # The tokenizer is made before anything is written, and everything that depends on it is checked
+    # against it: a vocabulary the corpus cannot fill, a teacher's language codes, a stage that cannot
+    # work with its teacher's vocabulary are recipe mistakes the user fixes and reruns, with no
+    # half-made run directory in the way.
     tokenizer_dir = run_dir / "tokenizer"
     with tempfile.TemporaryDirectory(prefix="ekd-edge-tokenizer.") as scratch:
         fresh = Path(scratch) / "tokenizer"
@@ -160,7 +166,10 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
                             + (" (trimmed to the corpus)" if settings.trim else ""))
             else:
                 with console.status("training the joint SentencePiece tokenizer"):
-                    train_tokenizer(train_text.src + train_text.tgt, fresh, recipe.tokenizer.vocab_size)
+                    train_tokenizer(tokenizer_sentences(train_text.src, train_text.tgt), fresh,
+                                    recipe.tokenizer.vocab_size)
+        if ctx.is_main:
+            kinds, stage_settings = check_ladder(recipe, fresh if fresh.is_dir() else tokenizer_dir)
         prepare_run_dir(run_dir, recipe, recipe_text, write=ctx.is_main)  # the inputs are sound: now write
         identity = check_run_identity(run_dir, current, write=ctx.is_main)
         if fresh.is_dir():
@@ -168,26 +177,11 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
                 shutil.copytree(fresh, tmp, dirs_exist_ok=True)
                 replace_dir(tmp, tokenizer_dir)
     distributed.barrier()
+    if not ctx.is_main:   # the other ranks check what rank 0 made
+        kinds, stage_settings = check_ladder(recipe, tokenizer_dir, quiet=True)
     tokenizer = load_tokenizer(tokenizer_dir)
     vocab_size = len(tokenizer)
     check_tokenizer(run_dir, identity, vocab_fingerprint(tokenizer_dir), write=ctx.is_main)
-
-    # What each given teacher can teach follows from its vocabulary (models/teacher.py); the stage's
-    # method must fit it: checked now, not after hours of training.
-    kinds = {t.name: teacher_kind(t.checkpoint, tokenizer_dir) if t.checkpoint else "native" for t in recipe.teachers}
-    stage_settings = {}
-    for k, teacher in enumerate(recipe.teachers, start=1):
-        if teacher.checkpoint:   # language codes and prefix, checked against the teacher's tokenizer
-            teacher_prompt(teacher.checkpoint, kinds[teacher.name], tokenizer, teacher.src_lang, teacher.tgt_lang,
-                           teacher.prefix, where=f"{recipe.source} [[teacher]] #{k} ({teacher.name!r})")
-        if recipe.student is None:
-            continue
-        stage_settings[k] = resolve_stage(recipe.stage(k), kinds[teacher.name], k, teacher.name, recipe.source)
-        if teacher.checkpoint and kinds[teacher.name] == "native":
-            check_stage_fits(recipe, k, Path(teacher.checkpoint))
-        if teacher.checkpoint and kinds[teacher.name] == "foreign":
-            console.log(f"teacher {teacher.name!r}: its own tokenizer ({Path(teacher.checkpoint).name}), so stage {k} "
-                        f"distils by {stage_settings[k].method}")
     vocab_map = read_vocab_map(tokenizer_dir)
     top, last = recipe.teachers[-1], len(recipe.teachers)
     top_plan = None
@@ -368,6 +362,61 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def train_store(corpus, files: dict, recipe: Recipe, cache_root: Path):
+    """The training split as a text store under ``cache_root``, named by the sha256 of its two files
+    (``files``: data_identity's record) and what is kept of them (empty-line policy, pair limit)."""
+    import hashlib
+
+    from ekd_edge.data.text_store import build_text_store
+
+    if "train" not in corpus.files:
+        corpus.split("train")   # the corpus's own one-line error: it has no train split
+    limit = recipe.data.max_train_pairs or None
+    key = hashlib.sha256(f"{files['train.src']['sha256']}:{files['train.tgt']['sha256']}:"
+                         f"{recipe.data.empty_lines}:{limit}".encode()).hexdigest()[:20]
+    src, tgt = corpus.files["train"]
+    return build_text_store(src, tgt, cache_root / f"text-{key}", empty=recipe.data.empty_lines, limit=limit)
+
+
+def check_ladder(recipe: Recipe, tokenizer_dir: Path, quiet: bool = False) -> tuple[dict, dict]:
+    """Everything about the teachers and stages that the run's tokenizer decides, checked before any
+    work: (each teacher's kind, each stage's resolved settings).
+
+    What a given teacher can teach follows from its vocabulary (models/teacher.py) and each stage's
+    method must fit it; language codes and prefix are checked against the teacher's tokenizer, the
+    stage sizes counted in pieces against the vocabulary the student will have.
+    """
+    from ekd_edge.distill.recipe import check_vocabulary_bounds
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if recipe.tokenizer.from_:
+        check_vocabulary_bounds(recipe.stages, len(tokenizer), f"the vocabulary adopted from teacher "
+                                f"{recipe.tokenizer.from_!r}" + (", trimmed to the corpus" if recipe.tokenizer.trim else ""),
+                                recipe.source)
+    kinds = {t.name: teacher_kind(t.checkpoint, tokenizer_dir) if t.checkpoint else "native" for t in recipe.teachers}
+    stage_settings = {}
+    for k, teacher in enumerate(recipe.teachers, start=1):
+        if teacher.checkpoint:
+            teacher_prompt(teacher.checkpoint, kinds[teacher.name], tokenizer, teacher.src_lang, teacher.tgt_lang,
+                           teacher.prefix, where=f"{recipe.source} [[teacher]] #{k} ({teacher.name!r})")
+        if recipe.student is None:
+            continue
+        stage_settings[k] = resolve_stage(recipe.stage(k), kinds[teacher.name], k, teacher.name, recipe.source)
+        if teacher.checkpoint and kinds[teacher.name] == "native":
+            check_stage_fits(recipe, k, Path(teacher.checkpoint))
+        if stage_settings[k].method == "seq_kd":   # the engine that decodes its translations, refused now
+            from ekd_edge.distill.teacher_engine import choose_engine
+
+            family = (json.loads((Path(teacher.checkpoint) / "config.json").read_text()).get("model_type")
+                      if teacher.checkpoint else "marian")
+            choose_engine(recipe.distill.teacher_engine, family, bool(teacher.src_lang or teacher.tgt_lang or teacher.prefix),
+                          where=f"{recipe.source} [[stage]] #{k}")
+        if teacher.checkpoint and kinds[teacher.name] == "foreign" and not quiet:
+            console.log(f"teacher {teacher.name!r}: its own tokenizer ({Path(teacher.checkpoint).name}), so stage {k} "
+                        f"distils by {stage_settings[k].method}")
+    return kinds, stage_settings
 
 
 def check_stage_fits(recipe: Recipe, k: int, teacher_dir: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ekd_edge.console import console
 from ekd_edge.distill.recipe import BASELINES, WORD_LEVEL, StageSettings
 from ekd_edge.errors import RecipeError
 
@@ -99,9 +100,14 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, stream
         return StagePlan(stream, kd_term=term, first_batch=first_batch, notes=notes)
     if settings.method == "seq_kd":
         from ekd_edge.distill.seqkd import SeqKDSettings, distill_targets, distilled_pairs
+        from ekd_edge.distill.teacher_engine import choose_engine, is_prompted
 
+        engine, why = choose_engine(ds.teacher_engine, teacher.family, is_prompted(teacher),
+                                    where=f"{recipe.source} stage {k}")
+        if why:
+            console.log(f"stage {k}: teacher {teacher.name or teacher.directory} decodes through PyTorch: {why}")
         seq = SeqKDSettings(beams=settings.seqkd_beams, nbest=settings.seqkd_nbest, mix=settings.seqkd_mix,
-                            max_new_tokens=recipe.data.max_length)
+                            max_new_tokens=recipe.data.max_length, engine=engine)
         data = distill_targets(teacher, teacher.directory, tokenizer, train_src, train_tgt, cache_root, seq,
                                description=f"stage {k}: seq-KD decoding")
         pairs = distilled_pairs(tokenizer, train_src, train_tgt, data.targets, seq.mix, recipe.data.max_length,
@@ -112,17 +118,21 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, stream
                               "raise max_length or set long_pairs = \"truncate\"")
         stream = BatchStream(pairs, recipe.training.batch_tokens, recipe.seed + k)
         first_batch = 0
-        notes["seqkd"] = {"beams": seq.beams, "nbest": seq.nbest, "mix": seq.mix, "pairs": len(pairs),
+        notes["seqkd"] = {"beams": seq.beams, "nbest": seq.nbest, "mix": seq.mix, "pairs": len(pairs), "engine": engine,
                           "decoded_now": data.decoded_now, "cache": str(data.directory)}
         if teacher.kind == "foreign":   # its distributions are over another vocabulary: CE on its translations
             notes["word_level"] = False
             return StagePlan(stream, first_batch=first_batch, notes=notes)
     if settings.teacher_cache_k:
-        from ekd_edge.distill.teacher_cache import CachedTeacher, build_teacher_cache
+        from ekd_edge.distill.teacher_cache import CachedTeacher
+        from ekd_edge.distill.teacher_shards import open_teacher_cache
 
-        cache = build_teacher_cache(teacher.model, teacher.directory, stream.pairs, cache_root, settings.teacher_cache_k,
-                                    ds.temperature, description=f"stage {k}: teacher top-{settings.teacher_cache_k}")
-        notes["teacher_cache"] = {"k": settings.teacher_cache_k, "built_now": cache.built, "path": str(cache.directory)}
+        cache = open_teacher_cache(teacher.model, teacher.directory, stream, cache_root, settings.teacher_cache_k,
+                                   ds.temperature, first_batch, recipe.student.steps_per_stage,
+                                   description=f"stage {k}: teacher top-{settings.teacher_cache_k}")
+        # a sharded cache's record is live (built as the stage goes): saved with the stage, it says how
+        # many pairs the teacher saw
+        notes["teacher_cache"] = cache.record
         return StagePlan(stream, kd_term=CachedTeacher(cache, stream, ds.loss, ds.temperature, ds.jsd_beta),
                          first_batch=first_batch, notes=notes)
     if teacher.kind == "bridged":
@@ -166,11 +176,12 @@ def run_baselines(recipe, run_dir: Path, stream, vocab_size: int, top_teacher_di
             teacher = load_model(top_teacher_dir, expected_vocab=tokenizer_dir) if name == "direct-kd" else None
             kd_term, cache_k = None, recipe.stage(len(recipe.teachers)).teacher_cache_k
         if teacher is not None and cache_k:   # the same KD signal as the last EKD stage: its top-k cache
-            from ekd_edge.distill.teacher_cache import CachedTeacher, build_teacher_cache
+            from ekd_edge.distill.teacher_cache import CachedTeacher
+            from ekd_edge.distill.teacher_shards import open_teacher_cache
 
             ds = recipe.distill
-            cache = build_teacher_cache(teacher, top_teacher_dir, stream.pairs, cache_root or Path(run_dir) / "cache", cache_k,
-                                        ds.temperature, description=f"baseline {name}: teacher top-{cache_k}")
+            cache = open_teacher_cache(teacher, top_teacher_dir, stream, cache_root or Path(run_dir) / "cache", cache_k,
+                                       ds.temperature, 0, total, description=f"baseline {name}: teacher top-{cache_k}")
             kd_term, teacher = CachedTeacher(cache, stream, ds.loss, ds.temperature, ds.jsd_beta), None
         result = train(student, batches, total, with_lr(recipe.training, recipe.student.lr), teacher=teacher,
                        kd_term=kd_term, distill=recipe.distill if name == "direct-kd" else None,

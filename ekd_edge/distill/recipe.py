@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from ekd_edge.distill.losses import KD_LOSSES
+from ekd_edge.distill.teacher_engine import TEACHER_ENGINES
 from ekd_edge.config import build
 from ekd_edge.defaults import DEFAULT_CORPUS
 from ekd_edge.errors import RecipeError
@@ -90,6 +91,7 @@ class DistillSettings:
     alpha: float = 0.5                # weight of the KD term; 1 - alpha goes to label-smoothed CE
     temperature: float = 1.0
     jsd_beta: float = 0.5
+    teacher_engine: str = "auto"      # who decodes seq-KD targets: auto, pytorch, ctranslate2 (teacher_engine.py)
 
 
 METHODS = ("auto", "word_kd", "seq_kd", "speculative", "ce")
@@ -110,8 +112,21 @@ class StageSettings:
     init: str = "warm"
 
 
-def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vocab_size: int, where: str) -> None:
-    """Reject combinations that cannot work, saying what to change."""
+def check_vocabulary_bounds(stages: list[StageSettings], vocab_size: int, what: str, where: str) -> None:
+    """teacher_cache_k and spec_k count pieces of the run's vocabulary: at most ``vocab_size`` (``what`` says
+    where that size comes from). A tokenizer adopted from a teacher has its size only once it is made."""
+    for k, s in enumerate(stages, start=1):
+        at = f"{where} [[stage]] #{k}"
+        if not 0 <= s.teacher_cache_k <= vocab_size:
+            raise RecipeError(f"{at}: teacher_cache_k must be in 0..{vocab_size} ({what}; 0 = online teacher)")
+        if not 1 <= s.spec_k <= vocab_size:
+            raise RecipeError(f"{at}: spec_k must be in 1..{vocab_size} ({what})")
+
+
+def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vocab_size: int | None,
+                    where: str) -> None:
+    """Reject combinations that cannot work, saying what to change (``vocab_size``: None while the
+    vocabulary's size is not known yet; ladder.py checks the bounds once it is)."""
     from ekd_edge.distill.copy_init import parse_init
     from ekd_edge.distill.seqkd import MIXES
     from ekd_edge.distill.teacher_cache import CACHED_LOSSES
@@ -123,8 +138,8 @@ def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vo
         at = f"{where} [[stage]] #{k}"
         if s.method not in METHODS:
             raise RecipeError(f"{at}: method must be one of {', '.join(METHODS)}, got {s.method!r}")
-        if s.teacher_cache_k < 0 or s.teacher_cache_k > vocab_size:
-            raise RecipeError(f"{at}: teacher_cache_k must be in 0..{vocab_size} ([tokenizer] vocab_size; 0 = online teacher)")
+        if s.teacher_cache_k < 0:
+            raise RecipeError(f"{at}: teacher_cache_k must be >= 0 (0 = online teacher)")
         if s.teacher_cache_k and s.method not in ("auto", "word_kd", "seq_kd"):
             raise RecipeError(f"{at}: teacher_cache_k only applies to method = \"word_kd\" or \"seq_kd\"; remove it")
         if s.teacher_cache_k and kd_loss not in CACHED_LOSSES:
@@ -142,7 +157,7 @@ def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vo
             (s.seqkd_beams >= 1, "seqkd_beams must be >= 1"),
             (1 <= s.seqkd_nbest <= s.seqkd_beams, "seqkd_nbest must be in 1..seqkd_beams"),
             (s.seqkd_mix in MIXES, f"seqkd_mix must be one of {', '.join(MIXES)}"),
-            (1 <= s.spec_k <= vocab_size, f"spec_k must be in 1..{vocab_size}"),
+            (s.spec_k >= 1, "spec_k must be >= 1"),
             (s.spec_block >= 1, "spec_block must be >= 1"),
             (s.spec_student_temp > 0 and s.spec_teacher_temp > 0, "spec_student_temp and spec_teacher_temp must be > 0"),
         ]
@@ -152,6 +167,8 @@ def validate_stages(stages: list[StageSettings], teachers: int, kd_loss: str, vo
         if parse_init(s.init) is not None and k != 1:
             raise RecipeError(f"{at}: init = {s.init!r} only applies to stage 1 (later stages warm-start "
                               "from the previous student); remove it")
+    if vocab_size is not None:
+        check_vocabulary_bounds(stages, vocab_size, "[tokenizer] vocab_size", where)
 
 
 @dataclass
@@ -204,6 +221,11 @@ def parse_recipe(data: dict, source: str = "<recipe>") -> Recipe:
     if not isinstance(stage_tables, list):
         raise RecipeError(f"{source}: stages are an array of tables: write [[stage]]")
     stages = [build(StageSettings, t, f"{source} [[stage]] #{i + 1}", RecipeError) for i, t in enumerate(stage_tables)]
+    if sections["tokenizer"].from_ and "vocab_size" in data.get("tokenizer", {}):
+        # the adopted tokenizer has the teacher's pieces (or the corpus's, trimmed): a size would be ignored
+        raise RecipeError(f"{source} [tokenizer]: vocab_size and from = {sections['tokenizer'].from_!r} conflict: "
+                          "an adopted tokenizer keeps the teacher's pieces; remove vocab_size (trim = true with "
+                          "max_pieces bounds it)")
     seed = data.get("seed", 0)
     if not isinstance(seed, int):
         raise RecipeError(f"{source}: seed must be an integer, got {seed!r}")
@@ -285,12 +307,14 @@ def validate(recipe: Recipe) -> None:
         (0.0 <= ds.alpha <= 1.0, "[distill] alpha must be in [0, 1]"),
         (ds.temperature > 0, "[distill] temperature must be > 0"),
         (0.0 <= ds.jsd_beta <= 1.0, "[distill] jsd_beta must be in [0, 1]"),
+        (ds.teacher_engine in TEACHER_ENGINES, f"[distill] teacher_engine must be one of {', '.join(TEACHER_ENGINES)}"),
     ]
     for ok, message in checks:
         if not ok:
             raise RecipeError(f"{where}: {message}")
-    validate_stages(recipe.stages, len(recipe.teachers), ds.loss, recipe.tokenizer.vocab_size, where)
     adopted = recipe.tokenizer.from_
+    validate_stages(recipe.stages, len(recipe.teachers), ds.loss, None if adopted else recipe.tokenizer.vocab_size,
+                    where)
     if (recipe.tokenizer.trim or recipe.tokenizer.max_pieces) and not adopted:
         raise RecipeError(f"{where} [tokenizer] trim/max_pieces: only apply to a tokenizer adopted from a teacher "
                           "(from = \"TEACHER\"); a tokenizer trained here already has vocab_size pieces")

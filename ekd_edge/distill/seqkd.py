@@ -19,8 +19,8 @@ it, and the other ranks read ``targets.txt`` once rank 0 has written it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import torch
 from ekd_edge.console import progress_bar
 from ekd_edge.distill import distributed
 from ekd_edge.distill.batches import TokenizedPairs, tokenize_pairs, tokenize_to_disk, truncate_pairs
+from ekd_edge.files import write_text_atomic
 from ekd_edge.models.teacher import Teacher, weights_digest
 
 MIXES = ("distilled", "both")
@@ -42,6 +43,7 @@ class SeqKDSettings:
     mix: str = "distilled"        # "distilled" or "both" (references + distilled targets)
     chunk: int = 256              # sentences per resumable chunk
     batch_size: int = 32
+    engine: str = "pytorch"       # pytorch or ctranslate2 (teacher_engine.py; "auto" is settled before)
 
 
 @dataclass
@@ -51,19 +53,16 @@ class DistilledData:
     decoded_now: int              # sentences the teacher decoded in this call (0 on a full cache hit)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def seqkd_key(teacher_dir: str | Path, src: list[str], refs: list[str], settings: SeqKDSettings,
-              prompt: str = "") -> str:
-    """Hash of the teacher's weights, its prompt (language tokens, prefix), the data and the settings."""
+              prompt: str = "", engine: str = "pytorch") -> str:
+    """Hash of the teacher's weights, its prompt (language tokens, prefix), the data, the settings
+    and the engine that decodes (another engine's numerics give other targets)."""
     digest = hashlib.sha256(weights_digest(teacher_dir).encode())
     if prompt:
         digest.update(prompt.encode())
-    for line in src + ["\x00"] + refs:
+    if engine != "pytorch":   # PyTorch's keys stay as they were, so earlier caches are reused
+        digest.update(f"engine={engine}".encode())
+    for line in itertools.chain(src, ["\x00"], refs):   # sequences of any kind (a text store too)
         digest.update(line.encode() + b"\n")
     digest.update(f"{settings.beams}:{settings.nbest}:{settings.max_new_tokens}".encode())
     return digest.hexdigest()[:20]
@@ -87,12 +86,18 @@ def as_teacher(teacher, tokenizer=None, directory: str | Path = "") -> Teacher:
 
 
 @torch.inference_mode()
-def beam_decode(teacher, tokenizer, src: list[str], refs: list[str], settings: SeqKDSettings) -> list[str]:
+def beam_decode(teacher, tokenizer, src: list[str], refs: list[str], settings: SeqKDSettings,
+                decoder=None) -> list[str]:
     """The teacher's beam output for ``src``; with nbest > 1 the n-best entry closest to ``refs``.
 
-    ``teacher`` is a Teacher (its own tokenizer and prompt) or a bare model speaking ``tokenizer``.
+    ``teacher`` is a Teacher (its own tokenizer and prompt) or a bare model speaking ``tokenizer``;
+    ``decoder`` (teacher_engine.Ct2TeacherDecoder) decodes instead of the teacher's PyTorch model.
     """
     teacher = as_teacher(teacher, tokenizer)
+    if decoder is not None:
+        nbest = max(1, settings.nbest)
+        lists = decoder.decode(src, settings.max_new_tokens, settings.beams, nbest, settings.batch_size)
+        return [c[0] if nbest == 1 else closest_by_chrf(c, ref) for c, ref in zip(lists, refs)]
     model, own = teacher.model, teacher.tokenizer
     nbest = max(1, settings.nbest)
     beams = max(settings.beams, nbest)
@@ -116,7 +121,8 @@ def decode_batches(src: list[str], batch_size: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def _decode_share(teacher, tokenizer, src: list[str], refs: list[str], settings: SeqKDSettings) -> list[str]:
+def _decode_share(teacher, tokenizer, src: list[str], refs: list[str], settings: SeqKDSettings,
+                  decoder=None) -> list[str]:
     """The whole chunk's decoding, this rank deciding its share of the batches; every rank gets all of it.
 
     A rank's share is a run of whole batches of the length-sorted order, so beam_decode, sorting
@@ -126,7 +132,8 @@ def _decode_share(teacher, tokenizer, src: list[str], refs: list[str], settings:
     batches = decode_batches(src, settings.batch_size)
     share = distributed.shard_range(len(batches))
     mine = [i for batch in batches[share.start:share.stop] for i in batch]
-    texts = beam_decode(teacher, tokenizer, [src[i] for i in mine], [refs[i] for i in mine], settings) if mine else []
+    texts = beam_decode(teacher, tokenizer, [src[i] for i in mine], [refs[i] for i in mine], settings,
+                        decoder) if mine else []
     out: list[str] = [""] * len(src)
     for i, text in distributed.gather_lists(list(zip(mine, texts))):
         out[i] = text
@@ -143,25 +150,37 @@ def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str],
         raise ValueError(f"{len(src)} sources but {len(refs)} references")
     teacher = as_teacher(teacher, tokenizer, teacher_dir)
     prompt = f"{teacher.prefix}|{teacher.forced_bos_token_id}" if teacher.kind != "native" else ""
-    directory = Path(cache_root) / f"seqkd-{seqkd_key(teacher_dir, src, refs, settings, prompt)}"
+    ctx = distributed.context()
+    engine = "pytorch"
+    if settings.engine == "ctranslate2":
+        from ekd_edge.distill.teacher_engine import ct2_quantization
+
+        engine = f"ctranslate2-{ct2_quantization(ctx.device)}"
+    directory = Path(cache_root) / f"seqkd-{seqkd_key(teacher_dir, src, refs, settings, prompt, engine)}"
     final = directory / "targets.txt"
     if distributed.main_value(final.is_file()):   # rank 0 decides, so every rank takes the same path
         return DistilledData(final.read_text().split("\n")[: len(src)], directory, 0)
-    ctx = distributed.context()
     if ctx.is_main:
         directory.mkdir(parents=True, exist_ok=True)
-    distributed.place_teacher(teacher.model, distributed.context().device)
+    decoder = None
+    if settings.engine == "ctranslate2":
+        from ekd_edge.distill.teacher_engine import Ct2TeacherDecoder
+
+        decoder = Ct2TeacherDecoder(teacher, cache_root, ctx.device, threads=torch.get_num_threads())
+    else:
+        distributed.place_teacher(teacher.model, ctx.device)
     chunks = range(0, len(src), settings.chunk)
     todo = set(distributed.main_value([s for s in chunks if not (directory / f"chunk-{s:08d}.json").is_file()]))
     decoded = 0
     with progress_bar(disable=not ctx.is_main) as bar:
-        task = bar.add_task(description, total=len(src), status=f"beam {settings.beams}, n-best {settings.nbest}")
+        task = bar.add_task(description, total=len(src),
+                            status=f"beam {settings.beams}, n-best {settings.nbest}, {engine}")
         for start in chunks:
             end = min(len(src), start + settings.chunk)
             if start in todo:
-                texts = _decode_share(teacher, tokenizer, src[start:end], refs[start:end], settings)
+                texts = _decode_share(teacher, tokenizer, src[start:end], refs[start:end], settings, decoder)
                 if ctx.is_main:
-                    _write_atomic(directory / f"chunk-{start:08d}.json", json.dumps(texts, ensure_ascii=False))
+                    write_text_atomic(directory / f"chunk-{start:08d}.json", json.dumps(texts, ensure_ascii=False))
                 decoded += end - start
             bar.update(task, completed=end)
     if not ctx.is_main:
@@ -171,9 +190,10 @@ def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str],
     for start in chunks:
         targets += json.loads((directory / f"chunk-{start:08d}.json").read_text())
     # one line per target; decoded text never holds a newline (the tokenizer maps it to a space)
-    _write_atomic(final, "\n".join(t.replace("\n", " ") for t in targets))
-    _write_atomic(directory / "meta.json", json.dumps({"teacher": str(teacher_dir), "sentences": len(src),
-                                                       "beams": settings.beams, "nbest": settings.nbest}, indent=2))
+    write_text_atomic(final, "\n".join(t.replace("\n", " ") for t in targets))
+    write_text_atomic(directory / "meta.json", json.dumps({"teacher": str(teacher_dir), "sentences": len(src),
+                                                       "beams": settings.beams, "nbest": settings.nbest,
+                                                       "engine": engine}, indent=2))
     for start in chunks:
         (directory / f"chunk-{start:08d}.json").unlink(missing_ok=True)
     distributed.barrier()
@@ -193,7 +213,7 @@ def distilled_pairs(tokenizer, src: list[str], refs: list[str], distilled: list[
     keep = [i for i, t in enumerate(distilled) if t.strip()]   # an empty hypothesis teaches nothing
     d_src, d_tgt = [src[i] for i in keep], [distilled[i] for i in keep]
     if mix == "both":
-        d_src, d_tgt = src + d_src, refs + d_tgt
+        d_src, d_tgt = list(src) + d_src, list(refs) + d_tgt
     if cache_root is not None:
         return tokenize_to_disk(tokenizer, d_src, d_tgt, 1 << 30 if truncate else max_length, cache_root,
                                 truncate_to=max_length if truncate else None, description="tokenizing seq-KD pairs")

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ekd_edge.console import progress_bar
 from ekd_edge.distill import distributed
-from ekd_edge.files import publish_dir, staging_dir
+from ekd_edge.files import publish_dir, staging_dir, writing
 from ekd_edge.distill.batches import TokenizedPairs, collate, fingerprint_pairs
 from ekd_edge.models.teacher import weights_digest
 from ekd_edge.distill.losses import IGNORE, forward_kl, jsd, reverse_kl
@@ -78,21 +78,43 @@ class TeacherCache:
         return cls(directory, load("values"), load("indices"), load("tail"), load("offsets"),
                    meta["k"], meta["temperature"], built)
 
-    def targets(self, pair_indices: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Padded (values [B, L, k], indices [B, L, k], tail [B, L]) for a batch of pairs.
+    def prepare(self, step: int) -> None:
+        """Nothing to do: every pair was passed through the teacher when the cache was built."""
 
-        Padding positions hold a uniform, finite distribution: they are masked by the loss anyway.
-        """
-        b = len(pair_indices)
-        values = np.full((b, length, self.k), -np.log(self.k), dtype=np.float32)
-        indices = np.zeros((b, length, self.k), dtype=np.int64)
-        tail = np.full((b, length), TAIL_FLOOR, dtype=np.float32)
-        for row, p in enumerate(pair_indices):
-            lo, hi = int(self.offsets[p]), int(self.offsets[p + 1])
-            values[row, : hi - lo] = self.values[lo:hi]
-            indices[row, : hi - lo] = self.indices[lo:hi]
-            tail[row, : hi - lo] = self.tail[lo:hi]
-        return torch.from_numpy(values), torch.from_numpy(indices), torch.from_numpy(tail)
+    @property
+    def record(self) -> dict:
+        return {"k": self.k, "built_now": self.built, "path": str(self.directory), "layout": "whole"}
+
+    def rows(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = int(self.offsets[p]), int(self.offsets[p + 1])
+        return self.values[lo:hi], self.indices[lo:hi], self.tail[lo:hi]
+
+    def targets(self, pair_indices: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return padded_targets(self, pair_indices, length, self.k)
+
+
+def padded_targets(cache, pair_indices: list[int], length: int, k: int):
+    """Padded (values [B, L, k], indices [B, L, k], tail [B, L]) for a batch of pairs, each pair's
+    rows taken from ``cache.rows(p)``.
+
+    Padding positions hold a uniform, finite distribution: they are masked by the loss anyway.
+    """
+    b = len(pair_indices)
+    values = np.full((b, length, k), -np.log(k), dtype=np.float32)
+    indices = np.zeros((b, length, k), dtype=np.int64)
+    tail = np.full((b, length), TAIL_FLOOR, dtype=np.float32)
+    for row, p in enumerate(pair_indices):
+        v, i, t = cache.rows(p)
+        values[row, : len(v)] = v
+        indices[row, : len(v)] = i
+        tail[row, : len(v)] = t
+    return torch.from_numpy(values), torch.from_numpy(indices), torch.from_numpy(tail)
+
+
+def rank_rows(pair_indices: list[int]) -> list[int]:
+    """The pairs of a batch this rank trains on under torchrun (its rows; all of them in one process)."""
+    rows = distributed.shard_range(len(pair_indices))
+    return pair_indices[rows.start:rows.stop] or pair_indices[:1]
 
 
 def top_k_with_tail(teacher_logits: torch.Tensor, k: int, temperature: float):
@@ -120,14 +142,15 @@ def build_teacher_cache(teacher, teacher_dir: str | Path, pairs: TokenizedPairs,
     if distributed.main_value((final / "meta.json").is_file()):   # rank 0 decides: all ranks build, or none
         return TeacherCache.open(final)
     main = distributed.context().is_main
-    if main:
-        tmp = staging_dir(final)   # a killed build's leftover is removed by the next one
-    try:
-        found = _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp if main else None, key,
-                         teacher_dir, final)
-    finally:
+    with writing(final):
         if main:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tmp = staging_dir(final)   # a killed build's leftover is removed by the next one
+        try:
+            found = _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp if main else None, key,
+                             teacher_dir, final)
+        finally:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
     distributed.barrier()   # the other ranks open the cache once rank 0 has renamed it into place
     return TeacherCache.open(final, built=not found)
 
@@ -145,7 +168,8 @@ def _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp, key,
         tail = np.lib.format.open_memmap(tmp / "tail.npy", mode="w+", dtype=np.float32, shape=(total,))
         np.save(tmp / "offsets.npy", offsets)
     distributed.place_teacher(teacher, ctx.device)
-    order = sorted(range(len(pairs)), key=lambda i: (tgt_lengths[i], src_lengths[i]))  # little padding
+    # little padding: by target then source length, ties in pair order (a stable sort)
+    order = np.lexsort((src_lengths, tgt_lengths)).tolist()
     # One batch per rank per round, exactly the batches one process runs; gathering round by round
     # keeps rank 0's memory to one round of rows, whatever the corpus size.
     round_pairs = batch_pairs * ctx.world_size
@@ -153,7 +177,7 @@ def _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp, key,
         task = bar.add_task(description, total=len(order), status=f"k={k}")
         for start in range(0, len(order), round_pairs):
             mine = order[start + ctx.rank * batch_pairs:start + (ctx.rank + 1) * batch_pairs]
-            rows = distributed.gather_lists(_top_k_rows(teacher, pairs, mine, offsets, k, temperature))
+            rows = distributed.gather_lists(top_k_rows(teacher, pairs, mine, offsets, k, temperature))
             if tmp is not None:
                 for p, v, i, t in rows:
                     lo, hi = int(offsets[p]), int(offsets[p + 1])
@@ -170,7 +194,7 @@ def _compute(teacher, pairs, k, temperature, batch_pairs, description, tmp, key,
     return publish_dir(tmp, final)   # another process finishing the same cache first is fine
 
 
-def _top_k_rows(teacher, pairs, chunk: list[int], offsets, k: int, temperature: float) -> list[tuple]:
+def top_k_rows(teacher, pairs, chunk: list[int], offsets, k: int, temperature: float) -> list[tuple]:
     """(pair, values, indices, tail) of every target position of the pairs in ``chunk``, as numpy."""
     if not chunk:   # the last round can leave a rank without a batch
         return []
@@ -230,12 +254,10 @@ class CachedTeacher:
         self.temperature, self.beta = temperature, beta
 
     def __call__(self, model, step: int, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.cache.prepare(step)   # a cache built as training goes passes the teacher over this batch now
         pair_indices = self.stream.indices(step)
         if len(pair_indices) != labels.shape[0]:   # under torchrun: this rank's rows only
-            from ekd_edge.distill.distributed import shard_range
-
-            rows = shard_range(len(pair_indices))
-            pair_indices = pair_indices[rows.start:rows.stop] or pair_indices[:1]
+            pair_indices = rank_rows(pair_indices)
         values, indices, tail = (t.to(labels.device) for t in self.cache.targets(pair_indices, labels.shape[1]))
         return cached_kd_loss(self.loss, logits, values, indices, tail, labels, self.temperature, self.beta)
 

@@ -7,13 +7,13 @@ runtime/ct2_engine.py runs it.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from pathlib import Path
 
 from ekd_edge.defaults import MAX_BLEU_DROP, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError, CheckpointError
 from ekd_edge.export.manifest import build_manifest
+from ekd_edge.models.ct2_convert import convert_to_ct2
 from ekd_edge.runtime.ct2_engine import Ct2Translator
 
 CT2_QUANTIZATIONS = ("int8", "float32")
@@ -30,8 +30,6 @@ def export_ct2_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quanti
     and ``quality_data`` (validation sources, references), whose greedy BLEU is compared with
     ``quality_reference``'s (default: the checkpoint); a failed gate refuses the bundle unless ``force``.
     """
-    from ctranslate2.converters import TransformersConverter
-
     from ekd_edge.data.tokenizer import copy_tokenizer
     from ekd_edge.export.onnx_export import quiet_export
     from ekd_edge.export.staging import Gates, staged_export
@@ -49,11 +47,10 @@ def export_ct2_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quanti
     def convert(stage: Path, work: Path) -> dict:
         report(f"converting to CTranslate2 ({quantization})")
         try:
-            with quiet_export(), _keep_pad_at_zero():
-                TransformersConverter(str(checkpoint_dir)).convert(str(stage / "ct2"), quantization=quantization)
-        except Exception as exc:
-            detail = " ".join(str(exc).split())[:300]
-            raise BundleError(f"{checkpoint_dir}: CTranslate2 conversion failed ({type(exc).__name__}: {detail})") from None
+            with quiet_export():
+                convert_to_ct2(checkpoint_dir, stage / "ct2", quantization)
+        except CheckpointError as err:
+            raise BundleError(str(err)) from None
         copy_tokenizer(checkpoint_dir, stage)
         # The model config travels too: it holds the position limit and lets tools count parameters.
         shutil.copy(checkpoint_dir / "config.json", stage / "config.json")
@@ -69,36 +66,3 @@ def export_ct2_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quanti
                              force=force, report=report)
     report(f"bundle written to {out_dir} ({manifest['total_size'] / 1e6:.1f} MB, ct2 {quantization})")
     return manifest
-
-
-@contextlib.contextmanager
-def _keep_pad_at_zero():
-    """Convert with the full vocabulary and PyTorch's decoder start: CTranslate2's Marian loader
-    assumes Opus-MT's layout (<pad> last, dropped with its row, decoder started from a zero vector),
-    while our tokenizer puts <pad> at id 0 and the decoder starts from that (trained) <pad> row."""
-    from ctranslate2.converters import transformers as ct2_transformers
-
-    class FullVocabMarianLoader(ct2_transformers.MarianMTLoader):
-        def get_model_spec(self, model):
-            model.config.normalize_before = False
-            model.config.normalize_embedding = False
-            return ct2_transformers.BartLoader.get_model_spec(self, model)
-
-        def set_config(self, config, model, tokenizer):
-            config.eos_token = tokenizer.eos_token
-            config.unk_token = tokenizer.unk_token
-            config.decoder_start_token = tokenizer.pad_token
-
-        def set_decoder(self, spec, decoder):
-            ct2_transformers.BartLoader.set_decoder(self, spec, decoder)
-
-        def get_vocabulary(self, model, tokenizer):
-            return ct2_transformers.BartLoader.get_vocabulary(self, model, tokenizer)
-
-    registry = ct2_transformers._MODEL_LOADERS
-    original = registry["MarianConfig"]
-    registry["MarianConfig"] = FullVocabMarianLoader()
-    try:
-        yield
-    finally:
-        registry["MarianConfig"] = original

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ekd_edge.files import write_json_atomic
 from ekd_edge.hashing import file_sha256
-from ekd_edge.runtime.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, checkpoint_languages, list_files
+from ekd_edge.runtime.manifest import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, checkpoint_languages, graph_facts,
+                                      is_graph, list_files)
 from ekd_edge.models import config_parameters
 
 _VERSIONED_PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
@@ -58,6 +59,21 @@ def build_manifest(bundle_dir: str | Path, *, variant: str, checkpoint_dir: str 
         "tokenizer": {"vocab_fingerprint": vocab_fingerprint(Path(tokenizer_dir or bundle_dir))},
         "settings": dict(settings),
         "parity": dict(parity),
+    }
+
+
+def verified_record(bundle_dir: str | Path, manifest: dict) -> dict:
+    """What the gates verified, per graph: the file they ran on and what a loader can check of it
+    (runtime/manifest.py), with the gates' verdicts and the weights the graphs came from."""
+    bundle_dir = Path(bundle_dir)
+    quality = manifest.get("quality_gate") or {}
+    return {
+        "source_model_sha256": manifest["source"]["model_sha256"],
+        "parity": manifest.get("parity", {}).get("status", "not run"),
+        "quality_gate": quality.get("status", "not run"),
+        "forced": bool(manifest.get("parity", {}).get("forced") or quality.get("forced")),
+        "graphs": {entry["path"]: graph_facts(bundle_dir / entry["path"])
+                   for entry in manifest["files"] if is_graph(entry["path"])},
     }
 
 

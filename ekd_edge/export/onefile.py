@@ -58,7 +58,7 @@ _INT64_MAX = 2**63 - 1
 
 
 def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: str | None = None,
-                   quant_arch: str = "avx512_vnni", parity_texts: list[str] | None = None,
+                   quant_arch: str | None = None, parity_texts: list[str] | None = None,
                    parity_threshold: float = PARITY_THRESHOLD, max_new_tokens: int = 128, num_beams: int = 1,
                    quality_data: tuple[list[str], list[str]] | None = None, max_bleu_drop: float = MAX_BLEU_DROP,
                    quality_reference: str | Path | None = None,
@@ -96,6 +96,10 @@ def export_onefile(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize:
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     if quantize not in QUANT_MODES:
         raise BundleError(f"unknown quantisation {quantize!r} (supported: int8, or none for fp32)")
+    if quant_arch is None or quant_arch == "host":
+        from ekd_edge.host import int8_arch
+
+        quant_arch = int8_arch()
     if quantize and quant_arch not in QUANT_ARCHS:
         raise BundleError(f"unknown quantisation arch {quant_arch!r} (supported: {', '.join(QUANT_ARCHS)})")
     if int8_kernel not in INT8_KERNELS:

@@ -34,6 +34,15 @@ QUANT_MODES = (None, "int8")
 # level 4); "weight-only" stores the same int8 blocks but multiplies in float32 (MatMulNBits,
 # accuracy level 0). benchmarks/engines.py measures each.
 INT8_KERNELS = ("dynamic", "blockwise", "weight-only")
+# The one-file int8 kernel a profile's kernel = "host" picks for each target, from the engines
+# benchmark's "block-wise int8 instead of dynamic int8" lever (benchmarks/results/engines/): on an
+# AVX-512 VNNI Xeon block-wise was 0.83x dynamic's latency on the demo student and at par at 6M and
+# 17M. AVX2-only hosts have no such measurement yet; they get the same kernel until one exists.
+FASTEST_ONEFILE_KERNEL = {"avx512_vnni": "blockwise", "avx2": "blockwise", "arm64": "dynamic"}
+
+
+def host_int8_kernel(arch: str) -> str:
+    return FASTEST_ONEFILE_KERNEL.get(arch, "dynamic")
 
 # Files of optimum's export that a bundle keeps: graphs, model/generation config, and the
 # quantisation record when there is one. The tokenizer files come from the checkpoint instead.
@@ -41,7 +50,7 @@ _KEPT_EXPORT_FILES = ("config.json", "generation_config.json", "ort_config.json"
 
 
 def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: str | None = None,
-                  quant_arch: str = "avx512_vnni", parity_texts: list[str] | None = None,
+                  quant_arch: str | None = None, parity_texts: list[str] | None = None,
                   parity_threshold: float = PARITY_THRESHOLD, max_new_tokens: int = MAX_NEW_TOKENS, force: bool = False,
                   per_channel: bool = True, keep_fp32: tuple[str, ...] | list[str] = (),
                   quality_data: tuple[list[str], list[str]] | None = None, max_bleu_drop: float = MAX_BLEU_DROP,
@@ -69,6 +78,10 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, *, quantize: 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     if quantize not in QUANT_MODES:
         raise BundleError(f"unknown quantisation {quantize!r} (supported: int8, or none for fp32)")
+    if quant_arch is None or quant_arch == "host":
+        from ekd_edge.host import int8_arch
+
+        quant_arch = int8_arch()
     if quantize and quant_arch not in QUANT_ARCHS:
         raise BundleError(f"unknown quantisation arch {quant_arch!r} (supported: {', '.join(QUANT_ARCHS)})")
 

@@ -1,7 +1,7 @@
 """Export profiles: a deployment target as a small TOML file (``ekd_edge/profiles/<name>.toml``,
 shipped with the package; a ``./export/<name>.toml`` of your own takes precedence).
 
-A profile combines the export choices: format (onnx, ct2, onefile), int8 quantisation and its
+A profile combines the export choices: format (onnx, ct2, onefile, web), int8 quantisation and its
 options, structured pruning with a recovery fine-tune, the mobile .ort conversion, and the gates.
 ``run_export`` carries a profile out: prune (optional) → export → gates → bundle with manifest.
 """
@@ -20,7 +20,7 @@ from ekd_edge.export.destination import check_destination
 from ekd_edge.files import staged
 from ekd_edge.export.prune import PruneSettings
 
-FORMATS = ("onnx", "ct2", "onefile")
+FORMATS = ("onnx", "ct2", "onefile", "web")
 # Your own profiles in ./export/ first, then the ones shipped as package data (work from a wheel too).
 PACKAGED_PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
@@ -32,11 +32,11 @@ def profile_dirs() -> tuple[Path, Path]:
 @dataclass
 class QuantizeSettings:
     mode: str = "none"                 # "int8" or "none"
-    arch: str = "avx512_vnni"          # avx2, avx512_vnni, arm64 (ONNX); ct2 picks its kernels at run time
+    arch: str = "host"                 # avx2, avx512_vnni, arm64 or host (ONNX); ct2 picks its kernels at run time
     per_channel: bool = True           # per-channel weight scales (else one scale per tensor)
     keep_fp32: list = field(default_factory=list)  # ONNX node-name substrings left unquantised
     portable: bool = False             # same tokens on x86 and ARM, at a speed cost (export/portable.py)
-    kernel: str = "dynamic"            # one-file int8: dynamic, blockwise or weight-only (INT8_KERNELS)
+    kernel: str = "dynamic"            # one-file int8: dynamic, blockwise, weight-only or host (INT8_KERNELS)
 
 
 @dataclass
@@ -82,8 +82,14 @@ class Profile:
             raise ProfileError(f"{where}: format {self.format!r} is not one of {', '.join(FORMATS)}")
         if self.quantize.mode not in ("int8", "none"):
             raise ProfileError(f"{where}: quantize.mode must be \"int8\" or \"none\" (got {self.quantize.mode!r})")
-        from ekd_edge.export.onnx_export import INT8_KERNELS, QUANT_ARCHS
+        from ekd_edge.export.onnx_export import INT8_KERNELS, QUANT_ARCHS, host_int8_kernel
+        from ekd_edge.host import int8_arch
 
+        # "host" is settled here, once, so the manifest records the target actually built
+        if self.quantize.arch == "host":
+            self.quantize.arch = int8_arch()
+        if self.quantize.kernel == "host":
+            self.quantize.kernel = host_int8_kernel(self.quantize.arch)
         if self.quantize.arch not in QUANT_ARCHS:
             raise ProfileError(f"{where}: quantize.arch {self.quantize.arch!r} is not one of {', '.join(QUANT_ARCHS)}")
         if self.quantize.kernel not in INT8_KERNELS:
@@ -98,7 +104,7 @@ class Profile:
             raise ProfileError(f"{where}: gate.split must be valid or test")
         if self.mobile.target_platform not in ("", "arm", "amd64"):
             raise ProfileError(f"{where}: mobile.target_platform must be arm or amd64")
-        if self.quantize.portable and self.format == "ct2":
+        if self.quantize.portable and self.format in ("ct2", "web"):
             raise ProfileError(f"{where}: quantize.portable applies to the ONNX formats (onnx, onefile) only")
         if self.onefile.output_vocabulary not in OUTPUT_VOCABULARIES:
             raise ProfileError(f"{where}: onefile.output_vocabulary {self.onefile.output_vocabulary!r} is not one of "
@@ -191,6 +197,15 @@ def run_export(checkpoint_dir: str | Path, out_dir: str | Path, profile: Profile
                 quality_data=quality_data, max_bleu_drop=profile.gate.max_bleu_drop,
                 quality_reference=checkpoint_dir, mobile=profile.mobile.target_platform or None,
                 portable=profile.quantize.portable, force=force, progress=report)
+        elif profile.format == "web":
+            from ekd_edge.export.web import export_web
+
+            manifest = export_web(source, out_dir, quantize="int8" if quantized else None,
+                                  quant_arch=profile.quantize.arch, per_channel=profile.quantize.per_channel,
+                                  keep_fp32=tuple(profile.quantize.keep_fp32), parity_texts=parity_texts,
+                                  parity_threshold=profile.gate.parity_threshold, quality_data=quality_data,
+                                  max_bleu_drop=profile.gate.max_bleu_drop, quality_reference=checkpoint_dir,
+                                  force=force, progress=report)
         elif profile.format == "ct2":
             from ekd_edge.export.ct2 import export_ct2_bundle
 

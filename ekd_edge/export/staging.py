@@ -18,7 +18,7 @@ from typing import Callable
 from ekd_edge.defaults import MAX_BLEU_DROP, MAX_NEW_TOKENS, PARITY_THRESHOLD
 from ekd_edge.errors import BundleError
 from ekd_edge.export.destination import check_destination
-from ekd_edge.export.manifest import write_manifest
+from ekd_edge.export.manifest import verified_record, write_manifest
 from ekd_edge.export.parity import parity_failure, token_agreement
 from ekd_edge.export.quality_gate import enforce_quality, measure_quality
 from ekd_edge.files import replace_dir, staged
@@ -91,6 +91,7 @@ def staged_export(checkpoint_dir: str | Path, out_dir: str | Path, *,
                                       gates.max_new_tokens)
             quality["reference"] = str(reference)
             manifest["quality_gate"] = enforce_quality(quality, str(out_dir), force)
+        manifest["verified"] = verified_record(stage, manifest)   # ties each graph to the gates it passed
         write_manifest(stage, manifest)
         close = getattr(candidate, "close", None)
         if close:

@@ -13,9 +13,10 @@ How a teacher relates to the student's vocabulary decides what it can teach (``k
     foreign   any other tokenizer: sequence-level KD only (it translates with its own tokenizer, the
               text is re-tokenised for the student)
 
-Multilingual teachers are steered by recipe data: ``src_lang``/``tgt_lang`` are the teacher's own
-language tokens (NLLB ``eng_Latn``, mBART-50 ``en_XX``, M2M100 ``en``), ``prefix`` is text put
-before every source (a T5 task prefix, an OPUS-MT ``>>deu<<`` target token).
+Multilingual teachers are steered by recipe data: ``src_lang``/``tgt_lang`` are language codes as
+the teacher's own tokenizer takes them (NLLB ``eng_Latn``, mBART-50 ``en_XX``, M2M100 ``en``, whose
+token is ``__en__``); any other value is refused, naming the codes the tokenizer offers. ``prefix``
+is text put before every source (a T5 task prefix, an OPUS-MT ``>>deu<<`` target token).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def check_teacher_checkpoint(directory: str | Path, where: str) -> dict:
     files = weight_files(directory)
     if not files:
         raise CheckpointError(f"{directory}: no weights (model.safetensors, its shards, or pytorch_model.bin)")
+    check_sentencepiece_files(directory)
     if files[0].suffix == ".safetensors":
         try:
             from safetensors import safe_open
@@ -141,27 +143,66 @@ def check_teacher_checkpoint(directory: str | Path, where: str) -> dict:
     return config
 
 
+def check_sentencepiece_files(directory: Path) -> None:
+    """Every SentencePiece model of the checkpoint must load: a damaged one is named before any work
+    (transformers may hand back a tokenizer that fails only when it is first used)."""
+    import sentencepiece as spm
+
+    from ekd_edge.data.adopt import SPM_NAMES
+
+    for name in ("source.spm", "target.spm", *SPM_NAMES):
+        path = directory / name
+        if path.is_file():
+            try:
+                spm.SentencePieceProcessor(model_file=str(path))
+            except Exception as exc:  # RuntimeError or OSError, by sentencepiece version
+                detail = " ".join(str(exc).split())[:200]
+                raise CheckpointError(f"{path}: corrupt SentencePiece model ({detail})") from None
+
+
 def load_teacher_tokenizer(directory: str | Path):
     """The checkpoint's own tokenizer, offline; one line naming the directory when there is none."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:
         detail = " ".join(str(exc).split())[:200]
         raise CheckpointError(f"{directory}: cannot load its tokenizer ({type(exc).__name__}: {detail})") from None
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):   # e.g. False for a Marian tokenizer it could not build
+        raise CheckpointError(f"{directory}: cannot load its tokenizer (transformers returned {tokenizer!r})")
+    return tokenizer
+
+
+def language_codes(tokenizer) -> dict[str, str]:
+    """code → language token, the codes the tokenizer's own ``src_lang``/``tgt_lang`` take: M2M100's
+    ``en`` is the token ``__en__``; NLLB's ``eng_Latn`` and mBART-50's ``en_XX`` are tokens themselves."""
+    if isinstance(getattr(tokenizer, "lang_code_to_token", None), dict):     # M2M100
+        codes = dict(tokenizer.lang_code_to_token)
+    elif isinstance(getattr(tokenizer, "lang_code_to_id", None), dict):      # mBART, mBART-50
+        codes = {code: tokenizer.convert_ids_to_tokens(i) for code, i in tokenizer.lang_code_to_id.items()}
+    else:   # NLLB: its language codes are its additional special tokens
+        codes = {token: token for token in getattr(tokenizer, "additional_special_tokens", None) or []}
+    unk = tokenizer.unk_token_id
+    return {code: token for code, token in codes.items() if tokenizer.convert_tokens_to_ids(token) not in (None, unk)}
 
 
 def language_token(tokenizer, code: str, key: str, directory: Path) -> int:
-    """The id of a language token: NLLB/mBART-50 codes are tokens, M2M100's are ``__code__``."""
-    for token in (code, f"__{code}__"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if token_id is not None and token_id != tokenizer.unk_token_id:
-            return token_id
-    raise RecipeError(f"{key} = {code!r}: not a language token of the teacher's tokenizer in {directory} "
-                      "(give the teacher's own code, e.g. \"deu_Latn\" for NLLB, \"de_DE\" for mBART-50)")
+    """The id of the language token for ``code``, resolved as the teacher's tokenizer resolves it;
+    anything else (an ordinary piece, the token instead of its code) is refused, naming the codes."""
+    codes = language_codes(tokenizer)
+    if code in codes:
+        return tokenizer.convert_tokens_to_ids(codes[code])
+    meant = [c for c, token in codes.items() if token == code]   # "__en__" written for M2M100's "en"
+    raise RecipeError(f"{key} = {code!r}: not a language code of the teacher's tokenizer "
+                      f"({type(tokenizer).__name__} in {directory})"
+                      + (f"; write {meant[0]!r}" if meant else "") + f"; {offered_codes(codes)}")
+
+
+def offered_codes(codes: dict) -> str:
+    return f"it offers {', '.join(sorted(codes))}" if codes else "it defines no language codes"
 
 
 def prompt_settings(config: dict, tokenizer, directory: Path, src_lang: str, tgt_lang: str, prefix: str,
@@ -172,13 +213,14 @@ def prompt_settings(config: dict, tokenizer, directory: Path, src_lang: str, tgt
     if family in LANGUAGE_TOKEN_FAMILIES:
         for key, value in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
             if not value:
-                raise RecipeError(f"{where} {key}: a {family} teacher needs its {key.split('_')[0]} language "
-                                  f"token (e.g. \"eng_Latn\"/\"deu_Latn\" for NLLB, \"en_XX\"/\"de_DE\" for mBART-50)")
+                raise RecipeError(f"{where} {key}: a {family} teacher needs its {key.split('_')[0]} language code "
+                                  f"as its tokenizer ({type(tokenizer).__name__}) writes it; "
+                                  f"{offered_codes(language_codes(tokenizer))}")
         src_id = language_token(tokenizer, src_lang, f"{where} src_lang", directory)
         tgt_id = language_token(tokenizer, tgt_lang, f"{where} tgt_lang", directory)
-        tokenizer.src_lang = tokenizer.convert_ids_to_tokens(src_id)
+        tokenizer.src_lang = src_lang   # the tokenizer's own setters: they take codes, not tokens
         if hasattr(tokenizer, "tgt_lang"):
-            tokenizer.tgt_lang = tokenizer.convert_ids_to_tokens(tgt_id)
+            tokenizer.tgt_lang = tgt_lang
         out.update(forced_bos_token_id=tgt_id, source_prefix_ids=[src_id], target_prefix_ids=[tgt_id])
     else:
         for key, value in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):

@@ -10,6 +10,7 @@
 | onnxruntime           | an optimum-layout ONNX bundle (backend "onnx")           | onnx_engine.py    |
 | onnxruntime-onefile   | a one-file string-to-string model (backend "onefile")    | onefile_engine.py |
 | ctranslate2           | a CTranslate2 bundle (backend "ct2")                     | ct2_engine.py     |
+| onnxruntime-web       | a web bundle run by Node (backend "web")                 | web_engine.py     |
 
 A bundle's manifest is verified (runtime/manifest.py) before any of its files is loaded. This
 package depends on data/ and models/ only: training, export and benchmarking build on it.
@@ -24,8 +25,9 @@ from ekd_edge.runtime.base import Translator, over_long_inputs, strip_special
 from ekd_edge.runtime.manifest import MANIFEST_NAME, read_manifest
 
 # manifest "backend" -> engine name; a checkpoint directory is "pytorch"
-BACKEND_ENGINES = {"onnx": "onnxruntime", "onefile": "onnxruntime-onefile", "ct2": "ctranslate2"}
-ENGINES = ("pytorch", "onnxruntime", "onnxruntime-onefile", "ctranslate2")
+BACKEND_ENGINES = {"onnx": "onnxruntime", "onefile": "onnxruntime-onefile", "ct2": "ctranslate2",
+                   "web": "onnxruntime-web"}
+ENGINES = ("pytorch", "onnxruntime", "onnxruntime-onefile", "ctranslate2", "onnxruntime-web")
 
 
 def engine_of(path: str | Path) -> str:
@@ -53,6 +55,8 @@ def load_translator(path: str | Path, threads: int | None = None, engine: str | 
         from ekd_edge.runtime.onefile_engine import OneFileTranslator as cls
     elif engine == "ctranslate2":
         from ekd_edge.runtime.ct2_engine import Ct2Translator as cls
+    elif engine == "onnxruntime-web":
+        from ekd_edge.runtime.web_engine import WebTranslator as cls
     else:
         raise CheckpointError(f"unknown engine {engine!r} (engines: {', '.join(ENGINES)})")
     return cls(path, threads=threads)

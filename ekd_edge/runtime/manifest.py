@@ -3,6 +3,15 @@
 Every file of a bundle is listed with its sha256 and size, so a bundle copied to a device can be
 verified before it is trusted; anything missing, changed, added or pointing outside the bundle is
 refused with a one-line BundleError. (Writing manifests is the exporter's: export/manifest.py.)
+
+``verified`` records, per graph, the file the export's gates ran on (its sha256) and what the
+loader can check of it without running it (how many quantised operators an ONNX graph holds),
+beside the gates' verdicts and the sha256 of the weights the graphs were exported from. A graph
+swapped for another after the gates ran — a float32 graph copied into an int8 bundle and the file
+list rewritten to match — is refused, and a graph must hold what the bundle's variant says (no
+quantised operator in an fp32 bundle, some in an int8 one) whatever the record says. All of this
+detects damage and mistakes: nothing is signed, so a deliberate edit that rewrites the record and
+the graphs consistently is not detected (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -30,7 +39,47 @@ REQUIRED_BY_BACKEND = {
     "ct2": (CT2_MODEL_FILE, "ct2/config.json", "config.json", "source.spm", "target.spm", "vocab.json"),
     # strings in, strings out: tokenizer, search and detokenizer inside one graph (export/onefile.py)
     "onefile": ("model.onnx",),
+    # a static page's bundle: graphs, tokenizer, web.json and its JavaScript (export/web.py)
+    "web": ("web.json", "translator.mjs", ENCODER_FILE, MERGED_DECODER_FILE, "source.spm", "vocab.json"),
 }
+
+
+# Operators only a quantised graph holds (onnxruntime's dynamic and block-wise int8 kernels).
+QUANTIZED_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                           "QLinearMatMul", "QGemm", "QAttention", "MatMulNBits", "GatherBlockQuantized",
+                           "ConvInteger", "QLinearConv"})
+
+
+def is_graph(rel: str) -> bool:
+    """Whether a bundle file is a model graph (ONNX, ORT format, CTranslate2's model.bin)."""
+    return rel.endswith((".onnx", ".ort")) or rel == CT2_MODEL_FILE
+
+
+def graph_facts(path: str | Path) -> dict:
+    """What a loader can check of a graph file without running it: its sha256 and, for ONNX, how
+    many quantised operators it holds (subgraphs included)."""
+    path = Path(path)
+    facts = {"sha256": file_sha256(path)}
+    if path.suffix == ".onnx":
+        facts["quantized_ops"] = quantized_ops(path)
+    return facts
+
+
+def quantized_ops(path: Path) -> int:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise BundleError(f"{path}: not a readable ONNX graph ({_one_line(exc)[:200]})") from None
+    count, graphs = 0, [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            count += node.op_type in QUANTIZED_OPS
+            for attr in node.attribute:   # If/Loop/BeamSearch bodies
+                graphs += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+    return count
 
 
 def list_files(bundle_dir: str | Path) -> list[dict]:
@@ -154,7 +203,46 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
             raise BundleError(f"{path}: size {size} differs from manifest ({entry['size']}); the bundle was modified")
         if file_sha256(path) != entry["sha256"]:
             raise BundleError(f"{path}: sha256 differs from manifest; the bundle was modified")
+    check_graphs(bundle_dir, manifest, listed)
     return manifest
+
+
+def check_graphs(bundle_dir: Path, manifest: dict, listed: dict[str, dict]) -> None:
+    """The graphs are those the export's gates ran on (``verified``) and hold what the variant says."""
+    manifest_path = bundle_dir / MANIFEST_NAME
+    record = manifest.get("verified")
+    variant = str(manifest.get("variant", ""))
+    precision = "int8" if variant.endswith("int8") else "fp32" if variant.endswith("fp32") else None
+    if record is None and precision is None:
+        return
+    graphs = sorted(rel for rel in listed if is_graph(rel))
+    recorded = record.get("graphs") if isinstance(record, dict) else None
+    if record is not None:
+        if not isinstance(recorded, dict) or not all(isinstance(v, dict) for v in recorded.values()):
+            raise BundleError(f"{manifest_path}: malformed verified record")
+        for rel in graphs:
+            if rel not in recorded:
+                raise BundleError(f"{bundle_dir / rel}: a graph the export's gates did not verify "
+                                  f"(not in the verified record of {MANIFEST_NAME}); the bundle was modified")
+        for rel, facts in recorded.items():
+            if rel not in listed or facts.get("sha256") != listed[rel]["sha256"]:
+                raise BundleError(f"{bundle_dir / rel}: not the graph the export's gates verified (sha256 differs "
+                                  f"from the verified record of {MANIFEST_NAME}); the bundle was modified")
+    counts = {rel: quantized_ops(bundle_dir / rel) for rel in graphs if rel.endswith(".onnx")}
+    for rel, count in counts.items():
+        path = bundle_dir / rel
+        if recorded is not None and count != recorded[rel].get("quantized_ops"):
+            raise BundleError(f"{path}: {count} quantised operators, but the graph the export verified had "
+                              f"{recorded[rel].get('quantized_ops')}; the bundle was modified")
+        if precision == "fp32" and count:
+            raise BundleError(f"{path}: an int8 graph ({count} quantised operators) in a bundle whose manifest "
+                              f"says {variant}; the bundle was modified")
+        if precision == "int8" and not count and recorded is None:   # a graph left in float32 is recorded so
+            raise BundleError(f"{path}: a float32 graph (no quantised operator) in a bundle whose manifest says "
+                              f"{variant}; the bundle was modified")
+    if precision == "int8" and counts and not any(counts.values()):
+        raise BundleError(f"{bundle_dir}: no graph holds a quantised operator, but the manifest says {variant}; "
+                          "the bundle was modified")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,0 +1,175 @@
+"""Sequence-level KD targets decoded by CTranslate2 instead of PyTorch: how much faster, and does a
+student trained on them learn as well?
+
+    .venv/bin/python benchmarks/seqkd_engine.py                      # ~25 min on 2 cores
+    .venv/bin/python benchmarks/seqkd_engine.py --smoke --out /tmp/se # a minute: the script end to end
+
+1. Speed (run it on a quiet machine): teacher-l (10.0M parameters) translates the first
+   --speed-sentences training sources greedily, batch 32, one thread, once through PyTorch
+   (``generate``, what seq-KD used before) and once through CTranslate2 int8 (the weights converted
+   once; the conversion is timed apart). Sentences per second of each, and how many translations
+   are identical.
+2. Quality: two students (the demo's tiny preset, the same seed, data and steps) each trained by one
+   seq-KD stage on teacher-l's greedy translations of --train-pairs training sources (mix
+   "distilled": the translations alone), decoded by ``[distill] teacher_engine = "pytorch"`` or
+   ``"ctranslate2"``. The two runs train side by side, each pinned to its own core. Both translate
+   the lo-help test split; sacrebleu's paired bootstrap compares them (reference: the PyTorch arm).
+
+Writes OUT (default benchmarks/results/seqkd-engine/): result.json, result.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ekd_edge.bench.provenance import Provenance  # noqa: E402
+from ekd_edge.files import write_json_atomic, write_text_atomic  # noqa: E402
+from ekd_edge.markdown import number, p_value, provenance_footer, table  # noqa: E402
+from ladder_sweep import model_records, recipe_text, run_pinned  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "seqkd-engine"
+TEACHER_L = ROOT / "ekd_edge" / "teachers" / "lo-help-en-de" / "teacher-l"
+ENGINES = ("pytorch", "ctranslate2")
+SEQ_KD = 'method = "seq_kd"\nseqkd_beams = 1\nseqkd_mix = "distilled"\n'
+
+
+def measure_speed(sentences: list[str], work: Path) -> dict:
+    """Greedy translations of ``sentences`` by teacher-l through each engine, one thread, batch 32."""
+    import torch
+
+    from ekd_edge.data.tokenizer import load_tokenizer
+    from ekd_edge.distill.seqkd import SeqKDSettings, beam_decode
+    from ekd_edge.distill.teacher_engine import Ct2TeacherDecoder
+    from ekd_edge.models.teacher import load_teacher
+
+    torch.set_num_threads(1)
+    teacher = load_teacher("teacher-l", TEACHER_L, "native", load_tokenizer(TEACHER_L))
+    settings = SeqKDSettings(beams=1, max_new_tokens=64, batch_size=32)
+    beam_decode(teacher, teacher.tokenizer, sentences[:32], sentences[:32], settings)   # warm-up
+    start = time.perf_counter()
+    reference = beam_decode(teacher, teacher.tokenizer, sentences, sentences, settings)
+    pytorch_s = time.perf_counter() - start
+    start = time.perf_counter()
+    decoder = Ct2TeacherDecoder(teacher, work / "speed-cache", "cpu", threads=1)
+    convert_s = time.perf_counter() - start
+    beam_decode(teacher, teacher.tokenizer, sentences[:32], sentences[:32], settings, decoder)   # warm-up
+    start = time.perf_counter()
+    ct2 = beam_decode(teacher, teacher.tokenizer, sentences, sentences, settings, decoder)
+    ct2_s = time.perf_counter() - start
+    return {"sentences": len(sentences), "pytorch_s": round(pytorch_s, 2), "ctranslate2_s": round(ct2_s, 2),
+            "pytorch_sent_per_s": round(len(sentences) / pytorch_s, 1),
+            "ctranslate2_sent_per_s": round(len(sentences) / ct2_s, 1),
+            "speedup": round(pytorch_s / ct2_s, 2), "conversion_s": round(convert_s, 2),
+            "identical": sum(a == b for a, b in zip(reference, ct2)), "quantization": decoder.quantization}
+
+
+def train_arms(args) -> dict:
+    """The two students, side by side on two cores; each arm's run records which engine decoded."""
+    recipes, jobs = args.work_dir / "recipes", []
+    recipes.mkdir(parents=True, exist_ok=True)
+    for engine in ENGINES:
+        text = recipe_text(f"seqkd-{engine}", args.seed, ("teacher-l",), args.steps, stages=(SEQ_KD,),
+                           smoke=args.smoke)
+        text = text.replace("[distill]\n", f'[distill]\nteacher_engine = "{engine}"\n', 1)
+        if not args.smoke:   # the smoke recipe already limits the pairs
+            text = text.replace("[data]\n", f"[data]\nmax_train_pairs = {args.train_pairs}\n", 1)
+        path = recipes / f"{engine}.toml"
+        path.write_text(text)
+        command = [sys.executable, "-m", "ekd_edge", "distill", str(path), "--run-dir", str(args.work_dir / engine),
+                   "--cache-dir", str(args.work_dir / f"cache-{engine}")]
+        jobs.append((engine, command, args.work_dir / "logs" / f"{engine}.log"))
+    walls = run_pinned(jobs, min(2, len(os.sched_getaffinity(0))), "seqkd-engine")
+    arms = {}
+    for engine in ENGINES:
+        (record,) = model_records(args.work_dir / engine)
+        seqkd = (record.get("stage_method") or {}).get("seqkd") or {}
+        if seqkd.get("engine") != engine:   # the arm is what the run says it did, not what it was asked
+            raise SystemExit(f"{engine} arm: the run's seq-KD targets were decoded by {seqkd.get('engine')!r}")
+        arms[engine] = {"run_dir": str(args.work_dir / engine), "wall_s": walls.get(engine), "steps": record["steps"],
+                        "valid_bleu": record["valid"]["bleu"], "seqkd": seqkd}
+    return arms
+
+
+def evaluate(args, arms: dict) -> dict:
+    from ekd_edge.data.corpus import load_corpus
+    from ekd_edge.distill.compare import paired_bootstrap
+    from ekd_edge.runtime.torch_engine import TorchTranslator
+
+    test = load_corpus("lo-help-en-de").split("test").head(args.test_sentences or None)
+    hyps = {engine: TorchTranslator(Path(arms[engine]["run_dir"]) / "students" / "stage-1").translate(
+        test.src, max_new_tokens=128) for engine in ENGINES}
+    stats = paired_bootstrap(hyps, test.tgt, "pytorch")
+    return {"sentences": len(test), "fingerprint": test.fingerprint(),
+            "scores": {engine: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}
+                       for engine, entry in stats.items()},
+            "first_translations": {engine: hyps[engine][:3] for engine in ENGINES}}
+
+
+def markdown(result: dict) -> str:
+    s = result["speed"]
+    lines = ["# Seq-KD targets: CTranslate2 against PyTorch", "",
+             f"Teacher-l greedy, batch 32, one thread, the first {s['sentences']} lo-help training sources.", "",
+             table(["engine", "seconds", "sentences/s"],
+                   [["PyTorch generate", s["pytorch_s"], s["pytorch_sent_per_s"]],
+                    [f"CTranslate2 {s['quantization']}", s["ctranslate2_s"], s["ctranslate2_sent_per_s"]]]),
+             f"CTranslate2 is **{s['speedup']:.2f}x** as fast; converting the teacher took {s['conversion_s']:.1f} s "
+             f"once; {s['identical']} of {s['sentences']} translations are identical.", ""]
+    q = result["quality"]
+    rows = []
+    for engine in ENGINES:
+        sc, arm = q["scores"][engine], result["arms"][engine]
+        rows.append([engine, arm["steps"], (arm["seqkd"] or {}).get("pairs"), sc["bleu"],
+                     f"{number(sc['bleu_mean'])} ± {number(sc['bleu_ci'])}", p_value(sc["bleu_p"]), sc["chrf"],
+                     p_value(sc["chrf_p"])])
+    lines += [f"## Students trained on each engine's targets ({q['sentences']} test sentences)", "",
+              table(["targets decoded by", "steps", "training pairs", "BLEU", "95% CI", "p", "chrF", "p (chrF)"],
+                    rows, align="lrrrrrrr"),
+              "p: paired bootstrap against the student trained on PyTorch-decoded targets.", "",
+              provenance_footer(result["provenance"])]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--speed-sentences", type=int, default=600)
+    parser.add_argument("--train-pairs", type=int, default=8000)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--test-sentences", type=int, default=0, help="0 = the whole test split")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "seqkd-engine")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="40 sentences, 300 pairs, 4 steps: a check, not a result")
+    args = parser.parse_args()
+    if args.smoke:
+        args.speed_sentences, args.steps, args.test_sentences = 40, 4, args.test_sentences or 20
+        if args.out.resolve() == RESULTS.resolve():
+            raise SystemExit("--smoke writes no committed result: give --out")
+    args.work_dir, args.out = args.work_dir.resolve(), args.out.resolve()
+    settings = {k: str(v) for k, v in vars(args).items()}
+    provenance = Provenance.begin(threads=1, settings=settings)
+    from ekd_edge.data.corpus import load_corpus
+
+    train = load_corpus("lo-help-en-de").split("train")
+    result = {"speed": measure_speed(train.src[:args.speed_sentences], args.work_dir)}
+    result["arms"] = train_arms(args)
+    result["quality"] = evaluate(args, result["arms"])
+    result["provenance"] = provenance.end(data={"train": train.fingerprint(), "test": result["quality"]["fingerprint"]},
+                                          models=[TEACHER_L])
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "result.json", result)
+    write_text_atomic(args.out / "result.md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

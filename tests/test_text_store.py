@@ -1,0 +1,76 @@
+"""The on-disk text store keeps exactly what load_parallel keeps, says exactly what it says about bad
+lines, and holds nothing of the corpus in memory."""
+
+from __future__ import annotations
+
+import lzma
+import tracemalloc
+
+import pytest
+
+from ekd_edge.data.corpus import load_corpus, load_parallel
+from ekd_edge.data.text_store import build_text_store
+from ekd_edge.errors import CorpusError
+
+
+@pytest.mark.parametrize("corpus", ["lo-help-en-de", "bible-en-es"])
+def test_the_bundled_train_split_comes_back_as_load_parallel_reads_it(corpus, tmp_path):
+    src, tgt = load_corpus(corpus).files["train"]
+    want = load_parallel(src, tgt)
+    got = build_text_store(src, tgt, tmp_path / "store")
+    assert len(got) == len(want)
+    assert list(got.src) == want.src and list(got.tgt) == want.tgt
+    assert got.fingerprint() == want.fingerprint()
+    assert got.head(500).fingerprint() == want.head(500).fingerprint()
+    assert got.src[-1] == want.src[-1] and got.tgt[7:9] == want.tgt[7:9]
+
+
+def write(path, lines: bytes):
+    path.write_bytes(lzma.compress(lines) if path.suffix == ".xz" else lines)
+    return path
+
+
+@pytest.mark.parametrize("src, tgt", [
+    (b"\xef\xbb\xbfa\r\nb\n\nc\n", b"x\ny\n \nz"),               # BOM, CRLF, a blank pair, no final newline
+    (b"one\ntwo\n", b"eins\nzwei\ndrei\n"),                      # not aligned
+    (b"one\nt\xffwo\n", b"eins\nzwei\n"),                        # invalid UTF-8 on line 2
+    (b"one\n\n", b"eins\nzwei\n"),                               # empty source line
+])
+@pytest.mark.parametrize("suffix", ["", ".xz"])
+@pytest.mark.parametrize("empty", ["error", "skip"])
+def test_the_same_pairs_and_the_same_message_as_load_parallel(tmp_path, src, tgt, suffix, empty):
+    s, t = write(tmp_path / f"a.en{suffix}", src), write(tmp_path / f"a.de{suffix}", tgt)
+    try:
+        want = load_parallel(s, t, empty=empty)
+    except CorpusError as err:
+        with pytest.raises(CorpusError) as got:
+            build_text_store(s, t, tmp_path / "store", empty=empty)
+        assert str(got.value) == str(err)
+        assert not (tmp_path / "store").exists()          # nothing half-written
+        return
+    got = build_text_store(s, t, tmp_path / "store", empty=empty)
+    assert (list(got.src), list(got.tgt), got.skipped_empty) == (want.src, want.tgt, want.skipped_empty)
+
+
+def test_a_limit_keeps_the_first_pairs_but_checks_every_line(tmp_path):
+    s = write(tmp_path / "a.en", b"one\ntwo\nthree\n\xff\n")
+    t = write(tmp_path / "a.de", b"eins\nzwei\ndrei\nvier\n")
+    with pytest.raises(CorpusError, match=r"a.en:4: invalid UTF-8"):
+        build_text_store(s, t, tmp_path / "store", limit=2)
+
+
+def test_building_holds_no_corpus_in_memory(tmp_path):
+    """200,000 pairs (about 9 MB of text) go through a few hundred kB of Python memory at most."""
+    line = "Click the icon to open the dialog that sets the options of this paragraph style, number {}\n"
+    s = tmp_path / "big.en"
+    t = tmp_path / "big.de"
+    s.write_text("".join(line.format(i) for i in range(200_000)))
+    t.write_text("".join(line.upper().format(i) for i in range(200_000)))
+    tracemalloc.start()
+    store = build_text_store(s, t, tmp_path / "store")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(store) == 200_000 and store.src[123_456] == line.format(123_456).strip()
+    # a list of the pairs' strings would take > 30 MB; the offsets array (3.2 MB) is the one
+    # thing that grows with the corpus
+    assert peak < 8 * 2**20, peak
