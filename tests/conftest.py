@@ -116,3 +116,13 @@ def tiny_recipe(name: str, body: str, *, corpus: str = "lo-help-en-de", pairs: i
     return (f'name = "{name}"\nseed = 1\n{head}[data]\ncorpus = "{corpus}"\n{data}max_train_pairs = {pairs}\n'
             "max_length = 24\nvalid_sentences = 2\n[tokenizer]\nvocab_size = 120\n[training]\nbatch_tokens = 256\n"
             f"eval_max_new_tokens = 4\nthreads = 1\n{training}{body}")
+
+
+def needs(ready: bool, message: str) -> None:
+    """Skip a test whose runtime is not set up here; with CI set, fail it: CI must run every test."""
+    from ekd_edge.bench.arm import in_ci
+
+    if not ready:
+        if in_ci():
+            pytest.fail(f"{message}; CI is set, so this is a failure")
+        pytest.skip(message)

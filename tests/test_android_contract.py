@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs
 from ekd_edge.bench.arm import (
     APP_EXTENSIONS,
     APP_ONNXRUNTIME,
@@ -33,7 +34,6 @@ from ekd_edge.bench.arm import (
     X86Python,
     agreement,
     greedy_ids,
-    in_ci,
 )
 from ekd_edge.errors import BundleError
 from ekd_edge.hashing import file_sha256
@@ -166,11 +166,7 @@ def test_a_tampered_bundle_is_refused(bundle_dir, tmp_path):
 
 
 def _require(ready: bool, what: str) -> None:
-    if not ready:
-        message = f"{what} is not built (`python -m ekd_edge.bench.arm ensure`, which `make test` runs, builds it)"
-        if in_ci():
-            pytest.fail(f"{message}; CI is set, so a missing runtime is a failure")
-        pytest.skip(message)
+    needs(ready, f"{what} is not built (`python -m ekd_edge.bench.arm ensure`, which `make test` runs, builds it)")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import needs
 from test_stages import BASE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,13 +238,13 @@ def test_arm_agreement_compares_a_portable_bundle_under_qemu(tmp_path, sharp_che
     """Needs the aarch64 root `make test` builds: skipped without it, a failure in CI."""
     import shutil
 
-    from ekd_edge.bench.arm import ArmRoot, in_ci
+    from ekd_edge.bench.arm import ArmRoot
     from ekd_edge.export.onnx_export import export_bundle
 
     root = ArmRoot()
     if not (root.is_ready() and shutil.which(root.qemu)):
         message = f"the aarch64 root ({root.path}) and qemu-aarch64-static (`python -m ekd_edge.bench.arm ensure`)"
-        (pytest.fail if in_ci() else pytest.skip)(f"{message} are not built")
+        needs(False, f"{message} are not built")
     bundle = tmp_path / "portable-int8"
     export_bundle(sharp_checkpoint, bundle, quantize="int8", quant_arch="arm64", portable=True, max_new_tokens=24)
     run_script("arm_agreement", "--bundle", bundle, "--max-sentences", 4, "--out", tmp_path / "out")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ekd_edge.bench.arm import AVX2_CPU, WHEELS, ArmRoot, X86Python, in_ci
+from conftest import needs
+from ekd_edge.bench.arm import AVX2_CPU, WHEELS, ArmRoot, X86Python
 from ekd_edge.export.onnx_export import export_bundle, make_graphs_portable
 from ekd_edge.export.portable import make_portable, unsigned_weights
 from ekd_edge.runtime.session import optimization_level
@@ -106,11 +107,7 @@ def _approximations_in_float64(path) -> bool:
 
 
 def _require(ready: bool, what: str) -> None:
-    if not ready:
-        message = f"{what} is not built (`python -m ekd_edge.bench.arm ensure`, which `make test` runs, builds it)"
-        if in_ci():
-            pytest.fail(f"{message}; CI is set, so a missing runtime is a failure")
-        pytest.skip(message)
+    needs(ready, f"{what} is not built (`python -m ekd_edge.bench.arm ensure`, which `make test` runs, builds it)")
 
 
 def _encoder_out(path, ids, level="ORT_ENABLE_BASIC", threads=1):

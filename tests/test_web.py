@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ekd_edge.bench.browser import in_ci, missing
+from conftest import needs
+from ekd_edge.bench.browser import missing
 from ekd_edge.cli import main
 from ekd_edge.data import load_corpus
 from ekd_edge.data.tokenizer import load_tokenizer
@@ -25,11 +26,7 @@ pytestmark = [pytest.mark.usefixtures("single_torch_thread")]
 
 def _require(what: list[str]) -> None:
     gaps = [gap for gap in missing() if any(gap.startswith(w) for w in what)]
-    if gaps:
-        message = f"missing {', '.join(gaps)} (make web-deps)"
-        if in_ci():
-            pytest.fail(f"{message}; CI is set, so this is a failure")
-        pytest.skip(message)
+    needs(not gaps, f"missing {', '.join(gaps)} (make web-deps)")
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ekd_edge.bench.arm import in_ci
 from ekd_edge.errors import BrowserError
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 DRIVER = REPOSITORY / "web_demo" / "drive.mjs"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser")
 NPM_PACKAGES = ("onnxruntime-web", "@sctg/sentencepiece-js", "playwright-core")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def chromium_path() -> str | None:
