@@ -33,8 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ekd_edge.bench.provenance import Provenance  # noqa: E402
-from ekd_edge.files import write_json_atomic, write_text_atomic  # noqa: E402
+from ekd_edge.bench.provenance import Provenance, write_result  # noqa: E402
 from ekd_edge.markdown import count, p_value, plain, provenance_footer, table  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ladder-gpu"
@@ -145,9 +144,7 @@ def main() -> int:
     result = {"settings": settings, "device": device, "paper": PAPER, "models": models, "compare": compared,
               "wall_s": round(time.perf_counter() - started, 1), "recipe": recipe.read_text()}
     result["provenance"] = provenance.end(data={"corpus": args.corpus})
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "result.json", result)
-    write_text_atomic(args.out / "result.md", markdown(result))
+    write_result(args.out, result, markdown(result))
     print(markdown(result))
     return 0
 

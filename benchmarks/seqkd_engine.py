@@ -31,8 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ekd_edge.bench.provenance import Provenance  # noqa: E402
-from ekd_edge.files import write_json_atomic, write_text_atomic  # noqa: E402
+from ekd_edge.bench.provenance import Provenance, write_result  # noqa: E402
 from ekd_edge.markdown import number, p_value, provenance_footer, table  # noqa: E402
 from ladder_sweep import model_records, recipe_text, run_pinned  # noqa: E402
 
@@ -164,9 +163,7 @@ def main() -> int:
     result["quality"] = evaluate(args, result["arms"])
     result["provenance"] = provenance.end(data={"train": train.fingerprint(), "test": result["quality"]["fingerprint"]},
                                           models=[TEACHER_L])
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "result.json", result)
-    write_text_atomic(args.out / "result.md", markdown(result))
+    write_result(args.out, result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -76,3 +76,14 @@ class Provenance:
             "data": data or {},
             "models": model_hashes(models),
         }
+
+
+def write_result(out_dir: str | os.PathLike, result: dict, markdown: str) -> Path:
+    """A benchmark's committed output: ``result.json`` (everything, provenance included) and
+    ``result.md`` (for people), each written atomically; returns the Markdown file."""
+    from ekd_edge.files import write_json_atomic, write_text_atomic
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "result.json", result)
+    return write_text_atomic(out_dir / "result.md", markdown)
