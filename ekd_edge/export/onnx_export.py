@@ -36,7 +36,7 @@ QUANT_MODES = (None, "int8")
 INT8_KERNELS = ("dynamic", "blockwise", "weight-only")
 # The one-file int8 kernel a profile's kernel = "host" picks for each target, from the engines
 # benchmark's "block-wise int8 instead of dynamic int8" lever: on two AVX-512 VNNI Xeons block-wise
-# took 0.83x and 0.94x dynamic's latency on the demo's 1.24M student and 0.99-1.09x at 6M and 17M
+# took 0.83x and 0.94x dynamic's latency on the demo's 1.24M student and 1.02-1.09x at 6M and 17M
 # (benchmarks/results/engines-26f5218/, engines/), so small students get it. AVX2-only hosts have no
 # such measurement yet; they get the same kernel until one exists.
 FASTEST_ONEFILE_KERNEL = {"avx512_vnni": "blockwise", "avx2": "blockwise", "arm64": "dynamic"}
