@@ -264,3 +264,33 @@ def test_smoke_sizes_refuse_to_overwrite_committed_results():
         proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--smoke"],
                               capture_output=True, text=True, timeout=120, env=ENV)
         assert proc.returncode != 0 and "--smoke writes no committed result" in proc.stderr
+
+
+def test_scale_records_growth_and_a_killed_stage_keeps_its_shards(tmp_path):
+    """Two synthetic corpora and the kill/rerun stage at smoke size: the teacher passes over the pairs the
+    stages train on and no others, the rerun redoes no finished shard and skips none, a changed corpus is
+    refused in one line."""
+    out = tmp_path / "out"
+    run_script("scale", "--smoke", "--work-dir", tmp_path / "work", "--out", out, timeout=900)
+    result = json.loads((out / "result.json").read_text())
+    sizes = result["sizes"]
+    assert [r["pairs"] for r in sizes] == [1500, 3000]
+    for r in sizes:
+        assert r["stage1"]["layout"] == "shards" and r["stage1"]["steps"] == 2
+        assert r["stage1"]["teacher_pairs"] == r["stage1"]["train_pairs"] < r["tokenized"]["pairs"]
+        assert r["stage2"]["decoded"] == r["stage2"]["sources"] < r["pairs"]
+        assert r["tokenized"]["pairs"] + r["tokenized"]["dropped_long"] == r["pairs"]
+        assert r["first_step_s"] > r["stage1_teacher_s"] > 0 and r["peak_rss_mib"] > 100
+    assert set(result["growth"]) >= {"peak RSS", "tokenising time", "disk"}
+    long = result["long_stage"]
+    assert long["killed_run"]["killed"] and len(long["killed_run"]["shards_at_kill"]) >= 2
+    assert long["rerun"]["shards_kept"] and long["rerun"]["status"] == 0
+    # the rerun passed the teacher over exactly the pairs the killed run had not cached
+    assert long["killed_run"]["pairs_in_those_shards"] + long["rerun"]["teacher_pairs_rerun"] == long["cached_pairs"]
+    assert long["teacher_within_trained"] and long["cached_pairs"] <= long["train_pairs"]
+    refused = long["changed_corpus"]
+    assert refused["status"] == 2 and not refused["traceback"] and "changed since this run started" in refused["message"][0]
+    markdown = (out / "result.md").read_text()
+    assert len(table_rows(markdown, "| pairs |")) == 2
+    assert_footer(markdown)
+    assert not list((tmp_path / "work").glob("run-*/")) and not list((tmp_path / "work").glob("cache-*/"))

@@ -192,6 +192,157 @@ def test_two_ranks_share_cache_and_seqkd_work_and_write_one_set_of_files(tmp_pat
     assert np.array_equal(a["indices"][clear], b["indices"][clear])
 
 
+# A stage of a sharded teacher cache (teacher_shards.py), as CachedTeacher drives it: at each step
+# prepare(step), then this rank's rows. argv: the stage's steps start, stop and the shard lookahead
+# (0: open_teacher_cache with its own choices, as a stage opens it). Run as one process or under torchrun.
+SHARDED_WORKER = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from ekd_edge.data import load_corpus
+from ekd_edge.data.tokenizer import load_tokenizer
+from ekd_edge.distill import distributed
+from ekd_edge.distill.batches import BatchStream, tokenize_to_disk
+from ekd_edge.distill.teacher_cache import rank_rows
+from ekd_edge.distill.teacher_shards import ShardedTeacherCache, open_teacher_cache
+from ekd_edge.models import load_model
+
+tokenizer_dir, teacher_dir, cache_root, out = map(Path, sys.argv[1:5])
+start, stop, lookahead = map(int, sys.argv[5:8])
+tokenizer, teacher = load_tokenizer(tokenizer_dir), load_model(teacher_dir)
+text = load_corpus("lo-help-en-de").split("train").head(%(texts)d)
+pairs = tokenize_to_disk(tokenizer, text.src, text.tgt, 62, cache_root)
+stream = BatchStream(pairs, %(batch_tokens)d, %(seed)d)
+if lookahead:   # teacher batches of 4 pairs: one process and two ranks pad each pair differently
+    cache = ShardedTeacherCache(teacher, teacher_dir, pairs, stream, cache_root, %(k)d, start_step=start,
+                                stop_step=stop, lookahead=lookahead, batch_pairs=4)
+else:
+    cache = open_teacher_cache(teacher, teacher_dir, stream, cache_root, %(k)d, 1.0, start, stop - start)
+rows = {}
+for step in range(start, stop):
+    cache.prepare(step)
+    for p in rank_rows(stream.indices(step)):
+        rows.update({f"{p}-{name}": np.asarray(a) for name, a in zip("vit", cache.rows(p))})
+rank = distributed.context().rank
+np.savez(out / f"rank-{rank}.npz", **rows)
+(out / f"rank-{rank}.json").write_text(json.dumps({"class": type(cache).__name__, **cache.record}))
+distributed.shutdown()
+"""
+SHARDED = {"texts": 160, "batch_tokens": 300, "seed": 5, "k": 6}
+STAGE, LOOKAHEAD = (2, 12), 3   # steps 2-11 of a ~27-step epoch: shard windows 2-4, 5-7, 8-10, 11
+
+
+def _run_sharded_worker(tmp_path, out_name, cache_root, tokenizer_dir, teacher_dir, ranks, lookahead):
+    script, out = tmp_path / "sharded_worker.py", tmp_path / out_name
+    script.write_text(SHARDED_WORKER % SHARDED)
+    out.mkdir()
+    launch = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                  "--nproc_per_node", str(ranks)]
+    proc = subprocess.run(launch + [str(script), str(tokenizer_dir), str(teacher_dir), str(cache_root), str(out),
+                                    str(STAGE[0]), str(STAGE[1]), str(lookahead)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [(json.loads((out / f"rank-{r}.json").read_text()), np.load(out / f"rank-{r}.npz"))
+            for r in range(ranks)]
+
+
+def _shards_on_disk(cache_root):
+    """[(rank, window's first step, pair list)] of every shard, and each cached pair's rows (values,
+    indices, tail), read from the files themselves; a pair found twice keeps its last rows."""
+    (directory,) = cache_root.glob("teacher-*-shards")
+    shards, rows = [], {}
+    for shard in sorted(directory.glob("shard-*")):
+        _, rank, first, _pid = shard.name.split("-")
+        a = {n: np.load(shard / f"{n}.npy") for n in ("pairs", "offsets", "values", "indices", "tail")}
+        assert a["offsets"][-1] == len(a["values"]) == len(a["indices"]) == len(a["tail"])
+        shards.append((int(rank), int(first), a["pairs"].tolist()))
+        for row, p in enumerate(a["pairs"].tolist()):
+            lo, hi = a["offsets"][row], a["offsets"][row + 1]
+            rows[p] = (a["values"][lo:hi], a["indices"][lo:hi], a["tail"][lo:hi])
+    return shards, rows
+
+
+def test_two_ranks_build_teacher_shards_of_their_own_rows_that_a_later_run_reads(tmp_path, tokenizer_dir,
+                                                                                  nano_checkpoint):
+    one, two = tmp_path / "one", tmp_path / "two"
+    [(solo, _)] = _run_sharded_worker(tmp_path, "one-out", one, tokenizer_dir, nano_checkpoint, 1, LOOKAHEAD)
+    ranks = _run_sharded_worker(tmp_path, "two-out", two, tokenizer_dir, nano_checkpoint, 2, LOOKAHEAD)
+
+    # The batches, rebuilt here from the token store: the stage, and each rank's rows of each batch.
+    from ekd_edge.distill.batches import BatchStream, MappedPairs
+
+    pairs = MappedPairs.open(next(one.glob("pairs-*")))
+    stream = BatchStream(pairs, SHARDED["batch_tokens"], SHARDED["seed"])
+    steps = range(*STAGE)
+    batches = {s: stream.indices(s) for s in steps}
+    mine = {r: {s: [batches[s][i] for i in distributed.shard_range(len(batches[s]), r, 2)] for s in steps}
+            for r in (0, 1)}
+    stage = {p for s in steps for p in batches[s]}
+    # The cases are exercised: the stage lies inside the first epoch and is shorter than it (pairs are
+    # left out before and after it); every batch has a row for each rank (a rank left without one
+    # would take the batch's first pair, which another rank holds too); some batches split unevenly.
+    assert STAGE[1] < stream.steps_in_epoch(0) and 0 < STAGE[0]
+    assert len(stage) == sum(map(len, batches.values())) < len(pairs)
+    assert min(map(len, batches.values())) >= 2 and any(len(b) % 2 for b in batches.values())
+
+    # One process: the reference, its shards hold exactly the stage's pairs.
+    one_shards, one_rows = _shards_on_disk(one)
+    assert solo["layout"] == "shards" and solo["passed_now"] == len(stage)
+    assert sorted(p for _, _, ps in one_shards for p in ps) == sorted(stage)
+
+    # Two ranks: every shard is named by its rank and holds only that rank's rows of the steps of its
+    # window (windows of LOOKAHEAD steps counted from the stage's start, none past its end); together
+    # they hold every pair of the stage exactly once, and no other pair.
+    two_shards, two_rows = _shards_on_disk(two)
+    assert {rank for rank, _, _ in two_shards} == {0, 1} and len(two_shards) > 2
+    for rank, first, shard_pairs in two_shards:
+        assert first in range(STAGE[0], STAGE[1], LOOKAHEAD)
+        window = {p for s in range(first, min(first + LOOKAHEAD, STAGE[1])) for p in mine[rank][s]}
+        assert shard_pairs and set(shard_pairs) <= window, (rank, first)
+    for rank, (record, _) in enumerate(ranks):
+        built = [p for r, _, ps in two_shards if r == rank for p in ps]
+        assert sorted(built) == sorted(p for s in steps for p in mine[rank][s]), rank
+        assert record["passed_now"] == len(built) and record["layout"] == "shards"
+    every = [p for _, _, ps in two_shards for p in ps]
+    assert len(every) == len(set(every)) == len(stage) and set(every) == stage
+    for rank, (_, got) in enumerate(ranks):   # and each rank read its own rows back as it trained
+        assert sorted(int(key.split("-")[0]) for key in got.files if key.endswith("-v")) == \
+            sorted(p for s in steps for p in mine[rank][s])
+
+    # The rows are those of one process, pair by pair (the shards are laid out differently). The
+    # teacher sees each pair padded inside other batches: float32 round-off only, so the indices
+    # agree wherever no two neighbouring values of a position's top k are within it.
+    clear_positions = 0
+    for p in sorted(stage):
+        (v1, i1, t1), (v2, i2, t2) = one_rows[p], two_rows[p]
+        assert v1.shape == v2.shape == (len(pairs.tgt[p]), SHARDED["k"])
+        np.testing.assert_allclose(v2, v1, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(t2, t1, rtol=0, atol=1e-5)
+        clear = (np.diff(v1, axis=1) < -2e-5).all(axis=1)
+        assert np.array_equal(i1[clear], i2[clear]), p
+        clear_positions += int(clear.sum())
+    assert clear_positions > 0.9 * sum(len(pairs.tgt[p]) for p in stage)
+
+    # Afterwards one process opens the same stage over the two ranks' cache as a stage does
+    # (open_teacher_cache picks the layout): it passes the teacher over nothing and adds no shard,
+    # it read both ranks' shards, and its rows are theirs.
+    [(again, again_rows)] = _run_sharded_worker(tmp_path, "again-out", two, tokenizer_dir, nano_checkpoint, 1, 0)
+    assert again["class"] == "ShardedTeacherCache" and again["passed_now"] == 0
+    assert _shards_on_disk(two)[0] == two_shards
+    assert again["shards"] == len(two_shards) and again["cached_pairs"] == len(stage)
+    for p in stage:
+        assert all(np.array_equal(again_rows[f"{p}-{n}"], a) for n, a in zip("vit", two_rows[p])), p
+
+    # Nothing but finished shards and meta.json: no staging directory, no temporary file.
+    for root in (one, two):
+        (directory,) = root.glob("teacher-*-shards")
+        assert sorted(p.name for p in directory.iterdir() if not p.name.startswith("shard-")) == ["meta.json"]
+        assert not [p for p in root.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+        for shard in directory.glob("shard-*"):
+            assert sorted(f.name for f in shard.iterdir()) == sorted(
+                f"{n}.npy" for n in ("indices", "offsets", "pairs", "tail", "values"))
+
+
 def test_a_single_process_picks_its_device_and_says_why_it_cannot(monkeypatch):
     import torch
 

@@ -86,7 +86,9 @@ def test_foreign_teacher_teaches_by_seq_kd(family, checkpoints, tmp_path):
     # the student keeps the run's own tokenizer; the teacher's translations were re-tokenised for it
     assert metrics["vocab"] != "" and not (tmp_path / "run" / "tokenizer" / "vocab_map.json").exists()
     targets = next((tmp_path / "run" / "cache").glob("seqkd-*/targets.txt")).read_text().split("\n")
-    assert len(targets) == 48 and sum(bool(t.strip()) for t in targets) > 24
+    seqkd = metrics["stage_method"]["seqkd"]   # a stage shorter than an epoch decodes only its share
+    assert len(targets) == seqkd["sources"] <= 48
+    assert sum(bool(t.strip()) for t in targets) > len(targets) // 2
 
 
 @pytest.mark.parametrize("family", hf_families.FAMILIES)

@@ -62,3 +62,50 @@ def test_mixing_references_and_distilled_targets(setup):
     assert len(both) + both.dropped_long == 39
     with pytest.raises(ValueError, match="mix"):
         distilled_pairs(tokenizer, src, refs, distilled, "half", 64)
+
+
+class _Stream:
+    """A training stream whose batch at step s holds s + 1 pairs (pair ids are not used)."""
+
+    def indices(self, step: int) -> list[int]:
+        return list(range(step + 1))
+
+
+def test_a_short_stage_samples_exactly_the_pairs_its_steps_hold():
+    from ekd_edge.distill.seqkd import stage_sources
+
+    chosen = stage_sources(_Stream(), first_step=3, steps=2, corpus_pairs=100, seed=7)
+    assert len(chosen) == 4 + 5   # steps 3 and 4 of the stream, not steps 0 and 1
+    assert len(set(chosen.tolist())) == len(chosen) and list(chosen) == sorted(chosen)
+    assert 0 <= chosen.min() and chosen.max() < 100
+    assert list(stage_sources(_Stream(), 3, 2, 100, seed=7)) == list(chosen)      # a restart draws the same
+    assert list(stage_sources(_Stream(), 3, 2, 100, seed=8)) != list(chosen)
+    # a stage that trains on the whole corpus decodes all of it, in corpus order, as before
+    assert stage_sources(_Stream(), 0, 14, 100, seed=7) is None                    # 1 + ... + 14 = 105 pairs
+
+
+def test_a_short_seq_kd_stage_of_a_ladder_decodes_only_its_share(tmp_path, nano_checkpoint):
+    """Stage 1 (seq-KD from a checkpoint with its own vocabulary) trains 3 steps on 300 pairs: the teacher
+    decodes as many sources as those 3 batches of the training stream hold, not the 300."""
+    import tomllib
+
+    import numpy as np
+
+    from ekd_edge.distill.batches import BatchStream, MappedPairs
+    from ekd_edge.distill.ladder import run_recipe
+    from ekd_edge.distill.recipe import parse_recipe
+    from test_distill import RECIPE_TOML
+
+    text = RECIPE_TOML.replace('name = "t-small"\nsize = "nano"\nsteps = 4', f'name = "t-small"\ncheckpoint = "{nano_checkpoint}"')
+    run_dir = tmp_path / "run"
+    summary = run_recipe(parse_recipe(tomllib.loads(text), "r.toml"), run_dir, text)
+    record = summary["stages"]["stage-1"]["stage_method"]["seqkd"]
+    stores = [MappedPairs.open(p) for p in (run_dir / "cache").glob("pairs-*")]
+    train = max(stores, key=len)   # the training split's tokens (the other store: the stage's distilled pairs)
+    stream = BatchStream(train, 512, 3)
+    held = sum(len(stream.indices(s)) for s in range(3))
+    assert held < 300 and record["sampled"]
+    assert record["sources"] == record["decoded_now"] == held
+    (decoded,) = (run_dir / "cache").glob("seqkd-*/targets.txt")
+    assert len(decoded.read_text().split("\n")) == held
+    assert np.isfinite(summary["stages"]["stage-1"]["final_train_loss"])

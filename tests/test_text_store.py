@@ -74,3 +74,20 @@ def test_building_holds_no_corpus_in_memory(tmp_path):
     # a list of the pairs' strings would take > 30 MB; the offsets array (3.2 MB) is the one
     # thing that grows with the corpus
     assert peak < 8 * 2**20, peak
+
+
+def test_offsets_streamed_to_disk_equal_the_running_sum_across_buffer_flushes(tmp_path):
+    """Three and a half buffers' worth of lengths: a flush that drops, repeats or reorders a buffer
+    (or a last partial buffer left unwritten) changes the file."""
+    import numpy as np
+
+    from ekd_edge.data.flat import OffsetsWriter
+
+    lengths = np.random.default_rng(0).integers(0, 300, size=int(3.5 * OffsetsWriter.BUFFER))
+    writer = OffsetsWriter(tmp_path / "offsets.npy")
+    for n in lengths.tolist():
+        writer.add(n)
+    writer.close()
+    got = np.load(tmp_path / "offsets.npy")
+    assert got.dtype == np.int64 and np.array_equal(got, np.concatenate([[0], np.cumsum(lengths)]))
+    assert writer.position == int(lengths.sum()) and sorted(p.name for p in tmp_path.iterdir()) == ["offsets.npy"]

@@ -1,35 +1,160 @@
 """Pairs stored flat: one array holding every pair's source then target, and int64 offsets
 [2·pairs + 1] (pair i's source is values[offsets[2i] : offsets[2i+1]], its target runs to
 offsets[2i+2]). The token store (distill/batches.py) keeps token ids this way, the text store
-(data/text_store.py) UTF-8 bytes; both read them memory-mapped through ``PairSide``."""
+(data/text_store.py) UTF-8 bytes; both are read on demand (``FileArray``, pread) through ``PairSide``."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from array import array
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
+
+
+class FileArray:
+    """A 1-D array in a file (.npy, or raw with ``dtype``), read with ``pread`` when indexed.
+
+    A memory map would do the same reads, but every page it touches stays in the process's resident
+    set (and the kernel maps 64 KiB around each random read): a long run over a large store would
+    show most of the store as resident. Reads through this class keep nothing.
+    """
+
+    def __init__(self, path: str | Path, dtype=None):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            if dtype is None:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, self.dtype = read(f)
+                if len(shape) != 1 or fortran:
+                    raise ValueError(f"{self.path}: not a one-dimensional array")
+                self._start = f.tell()
+            else:
+                self.dtype, self._start = np.dtype(dtype), 0
+        self.size = (self.path.stat().st_size - self._start) // self.dtype.itemsize
+        if dtype is None and self.size != shape[0]:
+            raise ValueError(f"{self.path}: holds {self.size} values, its header says {shape[0]}")
+        self.shape = (self.size,)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(self.size)
+            if step != 1:
+                raise IndexError("a FileArray reads contiguous runs only")
+            count = max(0, stop - start)
+            data = os.pread(self._fd, count * self.dtype.itemsize, self._start + start * self.dtype.itemsize)
+            return np.frombuffer(data, dtype=self.dtype, count=count)
+        i = int(i) + (self.size if int(i) < 0 else 0)
+        if not 0 <= i < self.size:
+            raise IndexError(f"index {i} out of range (0..{self.size - 1})")
+        return self[i:i + 1][0]
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
 
 class PairSide(Sequence):
     """One side (0 = source, 1 = target) of flat pairs: ``side[i]`` is ``convert`` of pair i's slice."""
 
-    def __init__(self, values: np.ndarray, offsets: np.ndarray, side: int, convert: Callable, n: int | None = None):
-        self._values, self._offsets, self._side, self._convert = values, offsets, side, convert
+    def __init__(self, values: np.ndarray, offsets: np.ndarray, side: int, convert: Callable, n: int | None = None,
+                 fingerprint: str | None = None):
+        self._values, self._offsets = values, offsets
+        self._side, self._convert = side, convert
         self._n = (len(offsets) - 1) // 2 if n is None else n
+        self.fingerprint = fingerprint   # of the whole store this side belongs to, when it has one
 
     def __len__(self) -> int:
         return self._n
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
+            start, stop, step = i.indices(self._n)
+            if step != 1 or start >= stop:
+                return [self[j] for j in range(start, stop, step)]
+            # a run of pairs: one read of the block they span, then cut into items
+            ends = self._offsets[2 * start:2 * stop + 1].astype(np.int64)
+            block = self._values[int(ends[0]):int(ends[-1])]
+            ends -= ends[0]
+            cuts = ends[self._side:self._side + 2 * (stop - start) + 1].tolist()
+            return [self._convert(block[cuts[k]:cuts[k + 1]]) for k in range(0, len(cuts) - 1, 2)]
         i = int(i)
         if i < 0:
             i += self._n
         if not 0 <= i < self._n:
             raise IndexError(f"pair {i} out of range (0..{self._n - 1})")
         at = 2 * i + self._side
-        return self._convert(self._values[int(self._offsets[at]):int(self._offsets[at + 1])])
+        start, stop = self._offsets[at:at + 2].tolist()
+        return self._convert(self._values[start:stop])
 
     def __iter__(self):
         return (self[i] for i in range(self._n))
+
+
+def side_lengths(offsets) -> np.ndarray:
+    """Every side's length (int32, 4 bytes a side) from flat offsets, read a million at a time."""
+    out = np.empty(max(0, len(offsets) - 1), dtype=np.int32)
+    step = 1 << 20
+    for start in range(0, len(out), step):
+        block = np.asarray(offsets[start:min(len(offsets), start + step + 1)])
+        out[start:start + len(block) - 1] = np.diff(block)
+    return out
+
+
+class OffsetsWriter:
+    """Writes the int64 offsets [0, end of side 1, end of side 2, …] of flat pairs to ``path`` (.npy)
+    as they come, a buffer at a time: 16 bytes a pair on disk, none of it held in memory."""
+
+    BUFFER = 1 << 16
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._raw = open(self.path.with_suffix(".raw"), "wb")
+        self._buffer, self.position = array("q", [0]), 0
+
+    def add(self, length: int) -> None:
+        """One side of one pair, ``length`` values long."""
+        self.position += length
+        self._buffer.append(self.position)
+        if len(self._buffer) >= self.BUFFER:
+            self._flush()
+
+    def extend(self, lengths) -> None:
+        """Many sides at once, in order."""
+        self._flush()
+        ends = self.position + np.cumsum(np.asarray(lengths, dtype=np.int64))
+        if len(ends):
+            self._raw.write(ends.tobytes())
+            self.position = int(ends[-1])
+
+    def _flush(self) -> None:
+        self._raw.write(self._buffer.tobytes())
+        self._buffer = array("q")
+
+    def close(self) -> None:
+        """Write the finished ``.npy`` (header, then the values) and remove the raw file."""
+        self._raw.write(self._buffer.tobytes())
+        self._raw.close()
+        raw = self.path.with_suffix(".raw")
+        npy_from_raw(raw, self.path, np.int64)
+        raw.unlink()
+
+
+def npy_from_raw(raw: str | Path, path: str | Path, dtype) -> None:
+    """``path`` as a .npy file holding the values of the headerless file ``raw`` (its size gives
+    the length, known only once it is written), synced to disk."""
+    dtype = np.dtype(dtype)
+    count = os.path.getsize(raw) // dtype.itemsize
+    with open(path, "wb") as out, open(raw, "rb") as values:
+        np.lib.format.write_array_header_1_0(out, {"descr": dtype.str, "fortran_order": False, "shape": (count,)})
+        shutil.copyfileobj(values, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())

@@ -21,6 +21,7 @@ teacher's own NLLB or T5 tokenizer): callers then use that tokenizer directly.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -49,13 +50,15 @@ class _Side:
 
     def encode(self, texts: list[str], threads: int) -> list[list[int]]:
         ids = self.sp.encode(texts, out_type=int, num_threads=threads)
-        out = []
-        for text, row in zip(texts, ids):
-            if self.sp_unk in row:    # an unknown piece: its surface string may still be in the vocabulary
-                row = [self.vocab.get(piece, self.unk_id) for piece in self.sp.encode(text, out_type=str)]
-            else:
-                row = self.table[row].tolist() if row else []
-            out.append(row)
+        # every row through the id table at once, then cut back into rows
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        mapped = self.table[flat].tolist()
+        ends = np.cumsum(lengths).tolist()
+        out = [mapped[end - n:end] for end, n in zip(ends, lengths.tolist())]
+        rows_with_unknown = np.unique(np.repeat(np.arange(len(ids)), lengths)[flat == self.sp_unk]).tolist()
+        for r in rows_with_unknown:   # an unknown piece: its surface string may still be in the vocabulary
+            out[r] = [self.vocab.get(piece, self.unk_id) for piece in self.sp.encode(texts[r], out_type=str)]
         return out
 
 

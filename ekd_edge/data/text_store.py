@@ -1,5 +1,5 @@
 """A training split kept on disk instead of in Python strings: read, checked and fingerprinted in
-one streaming pass, then read back a pair at a time, memory-mapped.
+one streaming pass, then read back a pair at a time (pread, nothing kept resident).
 
 ``load_parallel`` (corpus.py) holds both sides of a split as lists of ``str``: about 0.5 KB of
 memory per pair, 6 GB at 10⁷ pairs. ``build_text_store`` applies exactly its checks (invalid UTF-8,
@@ -22,14 +22,14 @@ import json
 import lzma
 import os
 import shutil
-from array import array
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ekd_edge.data.corpus import EMPTY_POLICIES, arriving_lines
-from ekd_edge.data.flat import PairSide
+from ekd_edge.data.flat import FileArray, OffsetsWriter, PairSide
 from ekd_edge.errors import CorpusError
 from ekd_edge.files import publish_dir, staging_dir
 
@@ -92,10 +92,11 @@ def build_text_store(src_path: str | Path, tgt_path: str | Path, out_dir: str | 
     if (out_dir / "meta.json").is_file():
         return MappedText.open(out_dir)
     new_parent = not out_dir.parent.exists()
+    began = time.perf_counter()
     tmp = staging_dir(out_dir)
     try:
-        # 8 bytes an offset (a list of ints would take 36): the one thing that grows with the corpus
-        digest, offsets, skipped, kept, position = hashlib.sha256(), array("q", [0]), 0, 0, 0
+        # offsets go to disk as they come: nothing held in memory grows with the corpus
+        digest, offsets, skipped, kept = hashlib.sha256(), OffsetsWriter(tmp / "offsets.npy"), 0, 0
         with open(tmp / "text.bin", "wb") as out:
             for pair in iter_pairs(src_path, tgt_path, empty):   # every line is checked, kept or not
                 if pair is None:
@@ -107,14 +108,14 @@ def build_text_store(src_path: str | Path, tgt_path: str | Path, out_dir: str | 
                 digest.update(s.encode() + b"\t" + t.encode() + b"\n")
                 for side in (s.encode(), t.encode()):
                     out.write(side)
-                    position += len(side)
-                    offsets.append(position)
+                    offsets.add(len(side))
                 kept += 1
             out.flush()
             os.fsync(out.fileno())
-        np.save(tmp / "offsets.npy", np.frombuffer(offsets, dtype=np.int64))
+        offsets.close()
         meta = {"pairs": kept, "skipped_empty": skipped, "fingerprint": digest.hexdigest()[:16],
-                "src": str(src_path), "tgt": str(tgt_path), "empty": empty, "limit": limit}
+                "src": str(src_path), "tgt": str(tgt_path), "empty": empty, "limit": limit,
+                "seconds": round(time.perf_counter() - began, 2)}   # reading, checking, hashing, writing
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         publish_dir(tmp, out_dir)
     except BaseException:
@@ -130,13 +131,15 @@ def _text(values: np.ndarray) -> str:
 
 
 class MappedText:
-    """A text store opened memory-mapped, with ParallelText's interface."""
+    """A text store opened for reading on demand, with ParallelText's interface."""
 
     def __init__(self, directory: Path, data: np.ndarray, offsets: np.ndarray, meta: dict, n: int | None = None):
         self.directory, self.meta = directory, meta
         self._data, self._offsets = data, offsets
         self._n = meta["pairs"] if n is None else n
-        self.src, self.tgt = PairSide(data, offsets, 0, _text, self._n), PairSide(data, offsets, 1, _text, self._n)
+        whole = meta.get("fingerprint") if n is None or n == meta["pairs"] else None
+        self.src = PairSide(data, offsets, 0, _text, self._n, fingerprint=whole and f"{whole}:src")
+        self.tgt = PairSide(data, offsets, 1, _text, self._n, fingerprint=whole and f"{whole}:tgt")
         self.src_path, self.tgt_path = meta["src"], meta["tgt"]
         self.skipped_empty = meta["skipped_empty"]
 
@@ -144,10 +147,9 @@ class MappedText:
     def open(cls, directory: str | Path) -> "MappedText":
         directory = Path(directory)
         meta = json.loads((directory / "meta.json").read_text())
-        offsets = np.load(directory / "offsets.npy", mmap_mode="r")
+        offsets = FileArray(directory / "offsets.npy")
         size = (directory / "text.bin").stat().st_size
-        # np.memmap refuses an empty file: a store of empty-text pairs cannot exist (they are refused)
-        data = np.memmap(directory / "text.bin", dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        data = FileArray(directory / "text.bin", dtype=np.uint8)
         if offsets.shape != (2 * meta["pairs"] + 1,) or int(offsets[-1]) != size:
             raise CorpusError(f"{directory}: damaged text store (offsets do not describe text.bin); delete it")
         return cls(directory, data, offsets, meta)

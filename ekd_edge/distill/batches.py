@@ -7,17 +7,21 @@ from the step count alone.
 
 A training corpus lives on disk, not in Python lists: ``tokenize_to_disk`` writes every pair's
 token ids once into a flat int32 array plus int64 offsets (run_dir/cache/pairs-<key>/), and
-``MappedPairs`` reads them memory-mapped, one pair at a time, with the same ``src[i]`` /
+``MappedPairs`` reads them from disk on demand (pread), one pair at a time, with the same ``src[i]`` /
 ``tgt[i]`` / ``len()`` interface as the in-memory ``TokenizedPairs``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import itertools
 import json
 import os
 import random
 import shutil
+import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ekd_edge.data.flat import PairSide
+from ekd_edge.data.flat import FileArray, OffsetsWriter, PairSide, npy_from_raw, side_lengths
 from ekd_edge.data.pair_encoder import PairEncoder
 from ekd_edge.data.tokenizer import PAD_ID, TOKENIZER_FILES
 from ekd_edge.distill.losses import IGNORE
@@ -96,6 +100,16 @@ def fingerprint_pairs(src, tgt) -> str:
     return digest.hexdigest()
 
 
+def _fingerprint_bytes(flat: np.ndarray, lengths: list[int]) -> bytes:
+    """What _update_fingerprint feeds the digest for a run of pairs, given their sides' ids end to
+    end (``flat``, int32) and the sides' lengths: one update a chunk instead of four a pair."""
+    data, pieces, at = flat.tobytes(), [], 0
+    for k, n in enumerate(lengths):
+        pieces += (data[at:at + 4 * n], b"#" if k % 2 else b"|")
+        at += 4 * n
+    return b"".join(pieces)
+
+
 def _update_fingerprint(digest, s, t) -> None:
     digest.update(np.asarray(s, dtype=np.int32).tobytes())
     digest.update(b"|")
@@ -119,7 +133,7 @@ class MappedPairs:
         self.src, self.tgt = PairSide(tokens, offsets, 0, _ids), PairSide(tokens, offsets, 1, _ids)
         self.dropped_long = int(meta["dropped_long"])
         self.fingerprint = meta["fingerprint"]   # of the token ids, exactly as fingerprint_pairs computes it
-        self._sides = np.diff(offsets)
+        self._sides = side_lengths(offsets)   # int32 (a side is at most max_length tokens): 8 bytes a pair
 
     def __len__(self) -> int:
         return len(self.src)
@@ -140,9 +154,9 @@ class MappedPairs:
 
         try:
             meta = json.loads((directory / "meta.json").read_text())
-            tokens = np.load(directory / "tokens.npy", mmap_mode="r")
-            offsets = np.load(directory / "offsets.npy", mmap_mode="r")
-        except (OSError, ValueError) as err:   # a truncated .npy fails its header or mmap size check
+            # read with pread, not mapped: random batches over a large store would stay resident
+            tokens, offsets = FileArray(directory / "tokens.npy"), FileArray(directory / "offsets.npy")
+        except (OSError, ValueError) as err:   # a truncated .npy fails its header or size check
             raise bad(f"{type(err).__name__}: {err}") from None
         for name in ("tokens.npy", "offsets.npy"):   # catches flipped bytes that keep the size
             if file_sha256(directory / name) != meta.get("sha256", {}).get(name):
@@ -167,8 +181,13 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def corpus_key(tokenizer, src: list[str], tgt: list[str], max_length: int, truncate_to: int | None) -> str:
-    """Hash of the tokenizer's files, the texts and the length limits."""
+    """Hash of the tokenizer's files, the texts and the length limits (a text store's sides by the
+    store's fingerprint: reading the whole corpus again only to name it would cost a pass)."""
     digest = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}:{max_length}:{truncate_to}:{len(src)}".encode())
+    stored = getattr(src, "fingerprint", None), getattr(tgt, "fingerprint", None)
+    if all(isinstance(f, str) for f in stored):
+        digest.update(f"text store {stored[0]} {stored[1]}".encode())
+        return digest.hexdigest()[:20]
     for line in src:
         digest.update(line.encode() + b"\n")
     digest.update(b"\0")
@@ -208,8 +227,10 @@ def _open_or_build(final: Path, tokenizer, src, tgt, max_length, truncate_to, ch
     with writing(final):
         tmp = staging_dir(final)   # a killed build's leftover (tokens.raw) is removed here by the next one
         try:
+            began = time.perf_counter()
             meta = _write_tokens(tmp, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
             meta["key"] = final.name.removeprefix("pairs-")
+            meta["seconds"] = round(time.perf_counter() - began, 2)   # tokenising and writing, this build
             _write_synced(tmp / "meta.json", json.dumps(meta, indent=2).encode())
             publish_dir(tmp, final)
         finally:
@@ -221,10 +242,11 @@ def _write_tokens(tmp: Path, tokenizer, src, tgt, max_length, truncate_to, chunk
     """Tokenise chunk by chunk into tmp/tokens.npy and tmp/offsets.npy; return the meta record."""
     from ekd_edge.console import progress_bar
 
-    digest, sides, dropped, total = hashlib.sha256(), [], 0, 0
+    digest, dropped, pairs = hashlib.sha256(), 0, 0
     encoder = PairEncoder.for_tokenizer(tokenizer)
+    offsets = OffsetsWriter(tmp / "offsets.npy")
     raw = tmp / "tokens.raw"
-    with open(raw, "wb") as out, progress_bar() as bar:
+    with open(raw, "wb") as out, progress_bar() as bar, _collector_paused():
         task = bar.add_task(description, total=len(src), status="")
         for start in range(0, len(src), chunk):
             part = tokenize_pairs(tokenizer, src[start:start + chunk], tgt[start:start + chunk], max_length, chunk,
@@ -232,28 +254,35 @@ def _write_tokens(tmp: Path, tokenizer, src, tgt, max_length, truncate_to, chunk
             if truncate_to is not None:
                 part = truncate_pairs(part, truncate_to)
             dropped += part.dropped_long
-            for s, t in zip(part.src, part.tgt):
-                _update_fingerprint(digest, s, t)
-                sides += [len(s), len(t)]
-                out.write(np.asarray(s + t, dtype=np.int32).tobytes())
-                total += len(s) + len(t)
+            # the chunk at once: its ids in pair order (source, target, source, …) and their lengths
+            sides = [ids for pair in zip(part.src, part.tgt) for ids in pair]
+            lengths = [len(ids) for ids in sides]
+            flat = np.fromiter(itertools.chain.from_iterable(sides), dtype=np.int32, count=sum(lengths))
+            out.write(flat.tobytes())
+            offsets.extend(lengths)
+            digest.update(_fingerprint_bytes(flat, lengths))
+            pairs += len(part.src)
             bar.update(task, advance=min(chunk, len(src) - start))
     # The .npy header needs the final size, known only now: the header, then the raw ids behind it.
-    with open(tmp / "tokens.npy", "wb") as out, open(raw, "rb") as ids:
-        np.lib.format.write_array_header_1_0(out, {"descr": np.dtype(np.int32).str, "fortran_order": False,
-                                                   "shape": (total,)})
-        shutil.copyfileobj(ids, out, 1 << 20)
-        out.flush()
-        os.fsync(out.fileno())
+    npy_from_raw(raw, tmp / "tokens.npy", np.int32)
     raw.unlink()
-    offsets = np.concatenate([[0], np.cumsum(np.asarray(sides, dtype=np.int64))]).astype(np.int64)
-    with open(tmp / "offsets.npy", "wb") as out:
-        np.save(out, offsets)
-        out.flush()
-        os.fsync(out.fileno())
-    return {"pairs": len(sides) // 2, "tokens": total, "dropped_long": dropped, "max_length": max_length,
+    offsets.close()
+    return {"pairs": pairs, "tokens": offsets.position, "dropped_long": dropped, "max_length": max_length,
             "truncate_to": truncate_to, "fingerprint": digest.hexdigest(),
             "sha256": {name: file_sha256(tmp / name) for name in ("tokens.npy", "offsets.npy")}}
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cycle collector off while chunks of short id lists come and go: they form no cycles,
+    and with a large heap alive (torch, transformers) the collector's passes doubled tokenising time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -292,7 +321,7 @@ def plan_epoch(pairs: TokenizedPairs, batch_tokens: int, seed: int, epoch: int, 
     rng.shuffle(shuffled)   # the permutation depends only on the length and the draws
     order = np.frombuffer(shuffled, dtype=np.int64)
     s_len, t_len = pairs.lengths()   # lengths only: no pair is read from disk to plan an epoch
-    s_len, t_len = np.asarray(s_len, dtype=np.int64), np.asarray(t_len, dtype=np.int64)
+    s_len, t_len = np.asarray(s_len), np.asarray(t_len)
     pooled = np.empty_like(order)
     starts = array("q")
     pool_size = max(1, pool_batches * batch_tokens // 40)

@@ -191,7 +191,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
             teacher = load_teacher(top.name, top.checkpoint, kinds[top.name], tokenizer, top.src_lang, top.tgt_lang,
                                    top.prefix, where=f"{recipe.source} [[teacher]] #{last} ({top.name!r})")
             plan = plan_stage(settings, last, recipe, student, teacher, stream, tokenizer, train_text.src,
-                              train_text.tgt, cache_root, vocab_map)
+                              train_text.tgt, cache_root, vocab_map, steps=recipe.student.steps_per_stage * last)
             return replace(plan, first_batch=0)
 
     # On disk, memory-mapped (batches.py): a large corpus never sits in Python lists; reused on restart.
@@ -220,6 +220,8 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
             "wall_s": round(result.wall_s, 1) if result else 0.0,
             "train_tokens_per_s": round(result.tokens_per_s, 1) if result else None,
             "final_train_loss": round(result.final_loss, 4) if result else None,
+            "first_step_at": result.first_step_at if result else None,   # wall clock: time to the first step
+            "train_pairs": result.pairs if result else 0,   # batch rows of every step (a pair seen twice counts twice)
             "valid": metrics,
             "vocab": vocab_fingerprint(tokenizer_dir),
             "languages": {"src": corpus.src_lang, "tgt": corpus.tgt_lang},   # bundles carry it on (export)
@@ -369,7 +371,7 @@ def train_store(corpus, files: dict, recipe: Recipe, cache_root: Path):
     (``files``: data_identity's record) and what is kept of them (empty-line policy, pair limit)."""
     import hashlib
 
-    from ekd_edge.data.text_store import build_text_store
+    from ekd_edge.data.text_store import MappedText, build_text_store
 
     if "train" not in corpus.files:
         corpus.split("train")   # the corpus's own one-line error: it has no train split
@@ -377,7 +379,11 @@ def train_store(corpus, files: dict, recipe: Recipe, cache_root: Path):
     key = hashlib.sha256(f"{files['train.src']['sha256']}:{files['train.tgt']['sha256']}:"
                          f"{recipe.data.empty_lines}:{limit}".encode()).hexdigest()[:20]
     src, tgt = corpus.files["train"]
-    return build_text_store(src, tgt, cache_root / f"text-{key}", empty=recipe.data.empty_lines, limit=limit)
+    store = cache_root / f"text-{key}"
+    if distributed.context().is_main:   # one process reads the corpus; under torchrun the others wait
+        text = build_text_store(src, tgt, store, empty=recipe.data.empty_lines, limit=limit)
+    distributed.barrier()
+    return text if distributed.context().is_main else MappedText.open(store)
 
 
 def check_ladder(recipe: Recipe, tokenizer_dir: Path, quiet: bool = False) -> tuple[dict, dict]:

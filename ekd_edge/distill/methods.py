@@ -22,6 +22,7 @@ ce        no teacher at all: label-smoothed cross-entropy only
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -69,10 +70,13 @@ def resolve_stage(settings: StageSettings, kind: str, k: int, teacher_name: str,
 
 
 def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, stream, tokenizer,
-               train_src: list[str], train_tgt: list[str], cache_root: Path, vocab_map: dict | None = None) -> StagePlan:
+               train_src: list[str], train_tgt: list[str], cache_root: Path, vocab_map: dict | None = None,
+               steps: int | None = None) -> StagePlan:
     """Set a stage up: build or reuse caches and distilled data, choose the KD signal, copy-init.
 
-    ``teacher`` is a models.teacher.Teacher; ``settings`` come resolved (resolve_stage). A bridged
+    ``teacher`` is a models.teacher.Teacher; ``settings`` come resolved (resolve_stage). ``steps`` is
+    the stage's length (the recipe's steps_per_stage unless given): a seq-KD stage decodes only the
+    sources so many steps train on. A bridged
     teacher teaches word-level through ``vocab_map`` (the run tokenizer's vocab_map.json); a
     foreign one only through its translations.
     """
@@ -99,7 +103,7 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, stream
         notes["speculative"] = spec.__dict__
         return StagePlan(stream, kd_term=term, first_batch=first_batch, notes=notes)
     if settings.method == "seq_kd":
-        from ekd_edge.distill.seqkd import SeqKDSettings, distill_targets, distilled_pairs
+        from ekd_edge.distill.seqkd import SeqKDSettings, distill_targets, distilled_pairs, stage_sources
         from ekd_edge.distill.teacher_engine import choose_engine, is_prompted
 
         engine, why = choose_engine(ds.teacher_engine, teacher.family, is_prompted(teacher),
@@ -108,8 +112,14 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, stream
             console.log(f"stage {k}: teacher {teacher.name or teacher.directory} decodes through PyTorch: {why}")
         seq = SeqKDSettings(beams=settings.seqkd_beams, nbest=settings.seqkd_nbest, mix=settings.seqkd_mix,
                             max_new_tokens=recipe.data.max_length, engine=engine)
+        chosen = stage_sources(stream, first_batch, steps or recipe.student.steps_per_stage, len(train_src),
+                               seed=recipe.seed + k)
+        if chosen is not None:   # a stage shorter than an epoch: only as many sources as it trains on
+            train_src, train_tgt = [train_src[int(i)] for i in chosen], [train_tgt[int(i)] for i in chosen]
+        began = time.perf_counter()
         data = distill_targets(teacher, teacher.directory, tokenizer, train_src, train_tgt, cache_root, seq,
                                description=f"stage {k}: seq-KD decoding")
+        decode_s = time.perf_counter() - began
         pairs = distilled_pairs(tokenizer, train_src, train_tgt, data.targets, seq.mix, recipe.data.max_length,
                                 cache_root, truncate=recipe.data.long_pairs == "truncate")
         if not len(pairs):
@@ -119,6 +129,7 @@ def plan_stage(settings: StageSettings, k: int, recipe, student, teacher, stream
         stream = BatchStream(pairs, recipe.training.batch_tokens, recipe.seed + k)
         first_batch = 0
         notes["seqkd"] = {"beams": seq.beams, "nbest": seq.nbest, "mix": seq.mix, "pairs": len(pairs), "engine": engine,
+                          "sources": len(train_src), "sampled": chosen is not None, "decode_s": round(decode_s, 2),
                           "decoded_now": data.decoded_now, "cache": str(data.directory)}
         if teacher.kind == "foreign":   # its distributions are over another vocabulary: CE on its translations
             notes["word_level"] = False

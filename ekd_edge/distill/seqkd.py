@@ -11,6 +11,11 @@ as soon as it is done, under run_dir/cache/seqkd-<key>/ where the key hashes the
 weights, the sources, the references and the decoding settings. A restart skips finished chunks,
 and a finished run re-reads ``targets.txt`` without running the teacher at all.
 
+A stage shorter than one pass over the corpus decodes only a sample of it (``stage_sources``): as
+many sources as the stage's batches hold on the training stream, drawn by the stage's seed, so a
+50-step stage on 10⁷ pairs decodes a few thousand sentences, not 10⁷. A stage of an epoch or more
+decodes every source, as before.
+
 Under torchrun the ranks split each chunk: every rank decodes whole batches of the chunk's
 length-sorted order (the very batches one process decodes), rank 0 gathers the chunk and writes
 it, and the other ranks read ``targets.txt`` once rank 0 has written it.
@@ -24,6 +29,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ekd_edge.console import progress_bar
@@ -66,6 +72,22 @@ def seqkd_key(teacher_dir: str | Path, src: list[str], refs: list[str], settings
         digest.update(line.encode() + b"\n")
     digest.update(f"{settings.beams}:{settings.nbest}:{settings.max_new_tokens}".encode())
     return digest.hexdigest()[:20]
+
+
+def stage_sources(stream, first_step: int, steps: int, corpus_pairs: int, seed: int) -> np.ndarray | None:
+    """The training sources a seq-KD stage of ``steps`` steps decodes, or None for all of them.
+
+    The stage trains on the teacher's translations, whose lengths are unknown before decoding, so
+    its batches cannot be planned ahead; what is known is how many pairs ``steps`` batches of the
+    training stream hold. That many sources are drawn uniformly (by ``seed``, the same after a
+    restart and on every rank), sorted so a text store reads them in file order. None when the
+    stage would pass over the whole corpus anyway.
+    """
+    needed = sum(len(stream.indices(s)) for s in range(first_step, first_step + steps))
+    if needed >= corpus_pairs:
+        return None
+    chosen = np.random.default_rng(seed).choice(corpus_pairs, size=needed, replace=False)
+    return np.sort(chosen)
 
 
 def closest_by_chrf(hypotheses: list[str], reference: str) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,8 @@ class ShardedTeacherCache:
         self.built, self.passed = False, 0
         # live: a stage's record holds this very dict, so the counts are saved when the stage ends
         self.record = {"k": k, "built_now": False, "path": str(self.directory), "layout": "shards",
-                       "pairs": len(pairs), "cached_pairs": 0, "shards": 0, "passed_now": 0}
+                       "pairs": len(pairs), "cached_pairs": 0, "shards": 0, "passed_now": 0,
+                       "teacher_s": 0.0}
         # target positions of every pair, to slice a shard's rows (8 bytes a pair, whatever the text)
         self._offsets = np.concatenate([[0], np.cumsum(np.asarray(pairs.lengths()[1], dtype=np.int64))])
         self._where = np.full(len(pairs), -1, dtype=np.int64)   # pair -> shard number << 32 | row
@@ -123,6 +125,7 @@ class ShardedTeacherCache:
     @torch.inference_mode()
     def _build(self, wanted: list[int], first: int) -> None:
         ctx = distributed.context()
+        began = time.perf_counter()
         final = self.directory / f"shard-{ctx.rank:02d}-{first:09d}-{os.getpid()}"
         lengths = [len(self.pairs.tgt[p]) for p in wanted]
         order = sorted(range(len(wanted)), key=lambda i: lengths[i])   # little padding per teacher batch
@@ -155,7 +158,8 @@ class ShardedTeacherCache:
         self._open_shard(final)
         self.built = True
         self.passed += len(wanted)
-        self.record.update(passed_now=self.passed, built_now=True)
+        self.record.update(passed_now=self.passed, built_now=True,
+                           teacher_s=round(self.record["teacher_s"] + time.perf_counter() - began, 2))
         if ctx.is_main:
             line = (f"{self.description}: teacher over {len(wanted):,} pairs for steps {first} on "
                     f"({self.record['cached_pairs']:,} of {len(self.pairs):,} cached)")

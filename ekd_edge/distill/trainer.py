@@ -27,6 +27,8 @@ class TrainResult:
     target_tokens: int
     wall_s: float
     final_loss: float
+    first_step_at: float | None = None   # time.time() when this call's first step ended (None: none ran)
+    pairs: int = 0                       # sentence pairs (batch rows) trained on, resumed steps included
 
     @property
     def tokens_per_s(self) -> float:
@@ -79,7 +81,7 @@ def train(
     if seed is not None:
         torch.manual_seed(seed + ctx.rank)
     optimizer = make_optimizer(model, settings)
-    start_step, tokens, loss_ema, wall_before = 0, 0, None, 0.0
+    start_step, tokens, pairs, loss_ema, wall_before = 0, 0, 0, None, 0.0
     state = progress.load() if progress is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -87,6 +89,7 @@ def train(
         rng = state["rng"]
         torch.set_rng_state(rng[ctx.rank] if len(rng) == ctx.world_size else rng[0])
         start_step, tokens, loss_ema = state["step"], state["tokens"], state["loss_ema"]
+        pairs = state.get("pairs", 0)   # absent from checkpoints of earlier versions
         wall_before = state.get("wall_s", 0.0)   # training time of earlier invocations
         if ctx.is_main:
             console.log(f"{description}: resuming at step {start_step}/{steps} from {progress.path}")
@@ -94,7 +97,7 @@ def train(
     net.train()
     if teacher is not None:
         distributed.place_teacher(teacher, ctx.device)
-    start = time.perf_counter()
+    start, first_step_at = time.perf_counter(), None
     # Without a terminal (a cluster job, CI, nohup) rich draws nothing until the end: plain lines
     # instead. With one, the same lines still go to the run's log file.
     last_plain = start
@@ -126,14 +129,17 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             tokens += int((full_labels != -100).sum())
+            pairs += int(full_labels.shape[0])
             loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
             done = step + 1
+            if first_step_at is None:
+                first_step_at = time.time()
             if progress is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)):
                 rng_states = distributed.gather_rng_states()  # a collective: every rank takes part
                 if ctx.is_main:
                     progress.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "rng": rng_states, "step": done, "batch": first_batch + done,
-                                   "tokens": tokens, "loss_ema": loss_ema, "world_size": ctx.world_size,
+                                   "tokens": tokens, "pairs": pairs, "loss_ema": loss_ema, "world_size": ctx.world_size,
                                    "wall_s": wall_before + time.perf_counter() - start})
             if step % 5 == 0 or done == steps:
                 rate = tokens / max(1e-9, wall_before + time.perf_counter() - start)
@@ -146,7 +152,8 @@ def train(
                         f" · {wall_before + now - start:,.0f} s")
                 console.to_log_file(line) if console.is_terminal else console.log(line)
     model.eval()
-    return TrainResult(steps, tokens, wall_before + time.perf_counter() - start, float(loss_ema or 0.0))
+    return TrainResult(steps, tokens, wall_before + time.perf_counter() - start, float(loss_ema or 0.0),
+                       first_step_at, pairs)
 
 
 def evaluate(model, tokenizer, src: list[str], refs: list[str], max_new_tokens: int) -> dict:
