@@ -7,7 +7,7 @@ Corpora: each line joins two pairs of the bundled lo-help-en-de training split (
 target to target), drawn at random without repeating a combination, so every size has distinct
 lines of realistic text; valid and test are the bundled ones. They are written under --work-dir,
 outside the repository, and never committed. 10M pairs (`--sizes 10000000`) is the same command,
-a longer run (about 2.5× the 4M run's time and 2.3 GB of corpus and tokens on disk).
+a longer run (disk grows about linearly: corpus, stores and caches took 4.3 GB at 4M pairs).
 
 Per size, one `distill` from scratch (fresh run and cache directories) of the shipped teachers
 teacher-m → teacher-l, the student speaking their vocabulary: stage 1 word-level KD from a top-8
