@@ -5,10 +5,10 @@ student trained on them learn as well?
     .venv/bin/python benchmarks/seqkd_engine.py --smoke --out /tmp/se # a minute: the script end to end
 
 1. Speed (run it on a quiet machine): teacher-l (10.0M parameters) translates the first
-   --speed-sentences training sources greedily, batch 32, one thread, once through PyTorch
-   (``generate``, what seq-KD used before) and once through CTranslate2 int8 (the weights converted
-   once; the conversion is timed apart). Sentences per second of each, and how many translations
-   are identical.
+   --speed-sentences training sources greedily, batch 32, through PyTorch (``generate``, what
+   seq-KD used before) and through CTranslate2 int8 (the weights converted once; the conversion is
+   timed apart), on one thread and on every core, the engines alternating for three rounds
+   (median kept). Sentences per second of each, and how many translations are identical.
 2. Quality: two students (the demo's tiny preset, the same seed, data and steps) each trained by one
    seq-KD stage on teacher-l's greedy translations of --train-pairs training sources (mix
    "distilled": the translations alone), decoded by ``[distill] teacher_engine = "pytorch"`` or
@@ -41,8 +41,11 @@ ENGINES = ("pytorch", "ctranslate2")
 SEQ_KD = 'method = "seq_kd"\nseqkd_beams = 1\nseqkd_mix = "distilled"\n'
 
 
-def measure_speed(sentences: list[str], work: Path) -> dict:
-    """Greedy translations of ``sentences`` by teacher-l through each engine, one thread, batch 32."""
+def measure_speed(sentences: list[str], work: Path, rounds: int = 3) -> dict:
+    """Greedy translations of ``sentences`` by teacher-l through each engine, batch 32, on one thread
+    and on every core; the engines alternate for ``rounds`` rounds and each keeps its median time."""
+    import statistics
+
     import torch
 
     from ekd_edge.data.tokenizer import load_tokenizer
@@ -50,25 +53,37 @@ def measure_speed(sentences: list[str], work: Path) -> dict:
     from ekd_edge.distill.teacher_engine import Ct2TeacherDecoder
     from ekd_edge.models.teacher import load_teacher
 
-    torch.set_num_threads(1)
     teacher = load_teacher("teacher-l", TEACHER_L, "native", load_tokenizer(TEACHER_L))
     settings = SeqKDSettings(beams=1, max_new_tokens=64, batch_size=32)
-    beam_decode(teacher, teacher.tokenizer, sentences[:32], sentences[:32], settings)   # warm-up
     start = time.perf_counter()
-    reference = beam_decode(teacher, teacher.tokenizer, sentences, sentences, settings)
-    pytorch_s = time.perf_counter() - start
-    start = time.perf_counter()
-    decoder = Ct2TeacherDecoder(teacher, work / "speed-cache", "cpu", threads=1)
+    Ct2TeacherDecoder(teacher, work / "speed-cache", "cpu", threads=1)   # the conversion, once
     convert_s = time.perf_counter() - start
-    beam_decode(teacher, teacher.tokenizer, sentences[:32], sentences[:32], settings, decoder)   # warm-up
-    start = time.perf_counter()
-    ct2 = beam_decode(teacher, teacher.tokenizer, sentences, sentences, settings, decoder)
-    ct2_s = time.perf_counter() - start
-    return {"sentences": len(sentences), "pytorch_s": round(pytorch_s, 2), "ctranslate2_s": round(ct2_s, 2),
-            "pytorch_sent_per_s": round(len(sentences) / pytorch_s, 1),
-            "ctranslate2_sent_per_s": round(len(sentences) / ct2_s, 1),
-            "speedup": round(pytorch_s / ct2_s, 2), "conversion_s": round(convert_s, 2),
-            "identical": sum(a == b for a, b in zip(reference, ct2)), "quantization": decoder.quantization}
+    out = {"sentences": len(sentences), "rounds": rounds, "conversion_s": round(convert_s, 2), "by_threads": {}}
+    for threads in sorted({1, len(os.sched_getaffinity(0))}):
+        torch.set_num_threads(threads)
+        decoder = Ct2TeacherDecoder(teacher, work / "speed-cache", "cpu", threads=threads)
+        run = {"pytorch": lambda: beam_decode(teacher, teacher.tokenizer, sentences, sentences, settings),
+               "ctranslate2": lambda: beam_decode(teacher, teacher.tokenizer, sentences, sentences, settings, decoder)}
+        for engine in run:   # warm-up
+            beam_decode(teacher, teacher.tokenizer, sentences[:32], sentences[:32], settings,
+                        decoder if engine == "ctranslate2" else None)
+        times, texts = {e: [] for e in run}, {}
+        for _ in range(rounds):
+            for engine, decode in run.items():
+                start = time.perf_counter()
+                texts[engine] = decode()
+                times[engine].append(time.perf_counter() - start)
+        median = {e: statistics.median(t) for e, t in times.items()}
+        out["by_threads"][str(threads)] = {
+            "pytorch_s": round(median["pytorch"], 4), "ctranslate2_s": round(median["ctranslate2"], 4),
+            "pytorch_sent_per_s": round(len(sentences) / median["pytorch"], 1),
+            "ctranslate2_sent_per_s": round(len(sentences) / median["ctranslate2"], 1),
+            "speedup": round(median["pytorch"] / median["ctranslate2"], 2),
+            "rounds_s": {e: [round(x, 4) for x in t] for e, t in times.items()},
+            "identical": sum(a == b for a, b in zip(texts["pytorch"], texts["ctranslate2"])),
+            "quantization": decoder.quantization}
+    torch.set_num_threads(1)
+    return out
 
 
 def train_arms(args) -> dict:
@@ -115,13 +130,17 @@ def evaluate(args, arms: dict) -> dict:
 
 def markdown(result: dict) -> str:
     s = result["speed"]
+    rows = [[threads, "PyTorch generate" if e == "pytorch" else f"CTranslate2 {r['quantization']}", r[f"{e}_s"],
+             r[f"{e}_sent_per_s"], f"{r['speedup']:.2f}x" if e == "ctranslate2" else "",
+             r["identical"] if e == "ctranslate2" else ""]
+            for threads, r in s["by_threads"].items() for e in ENGINES]
     lines = ["# Seq-KD targets: CTranslate2 against PyTorch", "",
-             f"Teacher-l greedy, batch 32, one thread, the first {s['sentences']} lo-help training sources.", "",
-             table(["engine", "seconds", "sentences/s"],
-                   [["PyTorch generate", s["pytorch_s"], s["pytorch_sent_per_s"]],
-                    [f"CTranslate2 {s['quantization']}", s["ctranslate2_s"], s["ctranslate2_sent_per_s"]]]),
-             f"CTranslate2 is **{s['speedup']:.2f}x** as fast; converting the teacher took {s['conversion_s']:.1f} s "
-             f"once; {s['identical']} of {s['sentences']} translations are identical.", ""]
+             f"Teacher-l greedy, batch 32, the first {s['sentences']} lo-help training sources; the engines "
+             f"alternate for {s['rounds']} rounds, each keeps its median time. Threads: PyTorch's intra-op "
+             "threads; CTranslate2 as seq-KD runs it (one batch a thread).", "",
+             table(["threads", "engine", "seconds", "sentences/s", "CTranslate2 speed-up", "identical translations"],
+                   rows, align="rlrrrr"),
+             f"Converting the teacher took {s['conversion_s']:.1f} s, once.", ""]
     q = result["quality"]
     rows = []
     for engine in ENGINES:
