@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -172,6 +173,9 @@ def main() -> int:
         if args.out.resolve() == RESULTS.resolve():
             raise SystemExit("--smoke writes no committed result: give --out")
     args.work_dir, args.out = args.work_dir.resolve(), args.out.resolve()
+    # a fresh work directory: finished arms or cached targets of an earlier run (another decoder's
+    # settings, say) would be reused silently
+    shutil.rmtree(args.work_dir, ignore_errors=True)
     settings = {k: str(v) for k, v in vars(args).items()}
     provenance = Provenance.begin(threads=1, settings=settings)
     from ekd_edge.data.corpus import load_corpus
