@@ -173,9 +173,10 @@ def main() -> int:
         if args.out.resolve() == RESULTS.resolve():
             raise SystemExit("--smoke writes no committed result: give --out")
     args.work_dir, args.out = args.work_dir.resolve(), args.out.resolve()
-    # a fresh work directory: finished arms or cached targets of an earlier run (another decoder's
-    # settings, say) would be reused silently
-    shutil.rmtree(args.work_dir, ignore_errors=True)
+    # fresh arms: finished students or cached targets of an earlier run (another decoder's settings,
+    # say) would be reused silently; only what this script makes is removed
+    for name in ("speed-cache", "recipes", "logs", *ENGINES, *(f"cache-{e}" for e in ENGINES)):
+        shutil.rmtree(args.work_dir / name, ignore_errors=True)
     settings = {k: str(v) for k, v in vars(args).items()}
     provenance = Provenance.begin(threads=1, settings=settings)
     from ekd_edge.data.corpus import load_corpus

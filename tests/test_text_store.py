@@ -91,3 +91,30 @@ def test_offsets_streamed_to_disk_equal_the_running_sum_across_buffer_flushes(tm
     got = np.load(tmp_path / "offsets.npy")
     assert got.dtype == np.int64 and np.array_equal(got, np.concatenate([[0], np.cumsum(lengths)]))
     assert writer.position == int(lengths.sum()) and sorted(p.name for p in tmp_path.iterdir()) == ["offsets.npy"]
+
+
+def test_file_array_reads_what_numpy_wrote_in_short_reads_and_after_a_copy(tmp_path, monkeypatch):
+    """pread may return fewer bytes than asked (it stops at about 2 GiB): the array reads on until it has
+    them all; a pickled or copied array opens the file itself, so one copy's end never closes the other's."""
+    import copy
+    import os
+    import pickle
+
+    import numpy as np
+
+    from ekd_edge.data import flat
+
+    values = np.arange(-50, 1000, dtype=np.int64) * 7
+    np.save(tmp_path / "v.npy", values)
+    (tmp_path / "raw.bin").write_bytes(b"hello, world")
+    stored, raw = flat.FileArray(tmp_path / "v.npy"), flat.FileArray(tmp_path / "raw.bin", dtype=np.uint8)
+    real_pread = os.pread
+    monkeypatch.setattr(flat.os, "pread", lambda fd, n, at: real_pread(fd, min(n, 13), at))
+    assert np.array_equal(stored[:], values) and np.array_equal(stored[100:333], values[100:333])
+    assert stored[-1] == values[-1] and stored[0] == values[0] and len(stored) == len(values)
+    assert raw[:].tobytes() == b"hello, world" and raw[7:].tobytes() == b"world"
+    monkeypatch.undo()
+    for other in (pickle.loads(pickle.dumps(stored)), copy.copy(stored)):
+        del other   # closes the copy's own descriptor
+    assert np.array_equal(stored[10:20], values[10:20])
+    assert pickle.loads(pickle.dumps(raw))[:5].tobytes() == b"hello"

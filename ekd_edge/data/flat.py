@@ -49,12 +49,21 @@ class FileArray:
             if step != 1:
                 raise IndexError("a FileArray reads contiguous runs only")
             count = max(0, stop - start)
-            data = os.pread(self._fd, count * self.dtype.itemsize, self._start + start * self.dtype.itemsize)
+            wanted, at = count * self.dtype.itemsize, self._start + start * self.dtype.itemsize
+            data = os.pread(self._fd, wanted, at)
+            while len(data) < wanted:   # one pread returns at most about 2 GiB
+                more = os.pread(self._fd, wanted - len(data), at + len(data))
+                if not more:
+                    raise OSError(f"{self.path}: file ended {wanted - len(data)} bytes early")
+                data += more
             return np.frombuffer(data, dtype=self.dtype, count=count)
         i = int(i) + (self.size if int(i) < 0 else 0)
         if not 0 <= i < self.size:
             raise IndexError(f"index {i} out of range (0..{self.size - 1})")
         return self[i:i + 1][0]
+
+    def __reduce__(self):   # a copy (pickled, copied) opens the file itself instead of sharing the fd
+        return FileArray, (self.path, None if self._start else self.dtype)
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)

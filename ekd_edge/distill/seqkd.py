@@ -83,9 +83,11 @@ def stage_sources(stream, first_step: int, steps: int, corpus_pairs: int, seed: 
     restart and on every rank), sorted so a text store reads them in file order. None when the
     stage would pass over the whole corpus anyway.
     """
-    needed = sum(len(stream.indices(s)) for s in range(first_step, first_step + steps))
-    if needed >= corpus_pairs:
-        return None
+    needed = 0
+    for step in range(first_step, first_step + steps):
+        needed += len(stream.indices(step))
+        if needed >= corpus_pairs:   # no need to plan further epochs to know that
+            return None
     chosen = np.random.default_rng(seed).choice(corpus_pairs, size=needed, replace=False)
     return np.sort(chosen)
 

@@ -84,6 +84,7 @@ class Ct2TeacherDecoder:
                 shutil.rmtree(staging, ignore_errors=True)
         self.directory = directory
         device = torch.device(device)
+        self.device_type = device.type
         # On the CPU one batch a core (inter_threads), each on one thread: for teachers of this size
         # two intra-op threads ran at 0.5x one thread's speed, two batches at once at 1.5x
         # (600 sentences, teacher-l, Xeon B; benchmarks/seqkd_engine.py measures the engines).
@@ -103,11 +104,13 @@ class Ct2TeacherDecoder:
         limit = self.teacher.max_source_tokens
         sources = [tok.convert_ids_to_tokens(ids) for ids in tok(list(src), truncation=True, max_length=limit)["input_ids"]]
         # generate() counts the final EOS in max_new_tokens; CTranslate2's length excludes it
-        # batches cut by source tokens (about batch_size sentences of 64): fuller batches than a fixed
-        # count of length-sorted sentences, 1.2x the throughput on the same machine
+        # On the CPU batches cut by source tokens (about batch_size sentences of 64): fuller batches
+        # than a fixed count of length-sorted sentences, 1.2x the throughput there. On a GPU the
+        # sentence count stays the limit: it is what bounds decoding memory.
+        batching = ({"max_batch_size": batch_size * 64, "batch_type": "tokens"} if self.device_type == "cpu"
+                    else {"max_batch_size": batch_size})
         results = self.model.translate_batch(sources, beam_size=max(beams, nbest), num_hypotheses=nbest,
                                              max_decoding_length=max(1, max_new_tokens - 1),
-                                             max_batch_size=batch_size * 64, batch_type="tokens",
-                                             return_scores=False)
+                                             return_scores=False, **batching)
         return [[tok.decode(tok.convert_tokens_to_ids(h), skip_special_tokens=True) for h in r.hypotheses]
                 for r in results]
