@@ -8,6 +8,7 @@ seeds, significant in 1 of 3); the EKD paper's gain (6M student, 39M teacher) wa
     .venv/bin/python benchmarks/capacity_gap.py                 # the sweep (~3.9 h on 2 cores); resumable
     .venv/bin/python benchmarks/capacity_gap.py --hours 2.5     # start no run after 2.5 h, then summarise
     .venv/bin/python benchmarks/capacity_gap.py --report        # re-render from the per-run results only
+    .venv/bin/python benchmarks/capacity_gap.py --retime        # time this machine's students again, quietly
     .venv/bin/python benchmarks/capacity_gap.py --smoke --out /tmp/cg   # a couple of minutes: end to end
 
 Students (teacher-l has 10.0M parameters): micro 0.35M (29x), tiny 1.24M (8.1x, the demo's),
@@ -37,6 +38,11 @@ as the run recorded them, scores, frontier, provenance) and its test translation
 run with that file is never repeated, so the same command continues a killed sweep, on this machine
 (an unfinished run resumes from its last checkpoint in --work-dir) or on another from the committed
 OUT/runs/. The summary (result.json, result.md, frontier.png) is rendered from those files alone.
+
+Timing: each run times its student on its own core while the other run trains, on whichever machine
+ran it. `--retime`, on an idle machine, times the students still in --work-dir again one at a time
+(OUT/timing/<label>.json); the frontier quotes those quiet latencies, from one CPU only, beside the
+sweep's.
 """
 
 from __future__ import annotations
@@ -177,18 +183,27 @@ def measure_frontier(final: Path, bundle: Path, test, limit: int, args) -> dict:
     """The student as an app ships it (one-file int8, profile onefile-x86): size, test BLEU,
     batch-1 latency on one thread, and memory in a process holding only onnxruntime."""
     from ekd_edge.bench import model_size_mb
-    from ekd_edge.bench.probe import measure_app_footprint
-    from ekd_edge.bench.provenance import load_average
-    from ekd_edge.bench.speed import measure_latency
     from ekd_edge.export.profiles import load_profile, run_export
     from ekd_edge.metrics import score
-    from ekd_edge.runtime import load_translator
 
     profile = load_profile(PROFILE)
     if args.smoke:   # an untrained student decodes to the limit: gate on a handful of sentences
         profile = replace(profile, gate=replace(profile.gate, parity_sentences=4, quality_sentences=4))
     manifest = run_export(final, bundle, profile, force=True)   # a failed gate is recorded, not fatal
     int8 = score(translate(bundle, test.src, limit, "onnxruntime-onefile"), test.tgt)
+    return {"size_mb": round(model_size_mb(bundle), 3), "test_bleu": round(int8["bleu"], 2),
+            "test_chrf": round(int8["chrf"], 2), **time_bundle(bundle, test, limit, args),
+            "parity": manifest.get("parity"), "quality_gate": manifest.get("quality_gate"),
+            "timing_note": "pinned to the run's core; the sweep's other run may be training on the other core"}
+
+
+def time_bundle(bundle: Path, test, limit: int, args) -> dict:
+    """Batch-1 latency of a one-file student on one thread, and its memory in a process of its own."""
+    from ekd_edge.bench.probe import measure_app_footprint
+    from ekd_edge.bench.provenance import load_average
+    from ekd_edge.bench.speed import measure_latency
+    from ekd_edge.runtime import load_translator
+
     load_before = load_average()
     translator = load_translator(bundle, threads=1, engine="onnxruntime-onefile")
     try:
@@ -198,12 +213,41 @@ def measure_frontier(final: Path, bundle: Path, test, limit: int, args) -> dict:
         translator.close()
     memory = measure_app_footprint(bundle, "onnxruntime-onefile", test.src[:3 if args.smoke else 20], 1,
                                    max_new_tokens=limit)
-    return {"size_mb": round(model_size_mb(bundle), 3), "test_bleu": round(int8["bleu"], 2),
-            "test_chrf": round(int8["chrf"], 2), "latency": {k: round(v, 3) for k, v in latency.items()},
+    return {"latency": {k: round(v, 3) for k, v in latency.items()},
             "app_memory": {k: memory[k] for k in ("peak_rss_mb", "beyond_python_mb", "model_mb", "load_s")},
-            "parity": manifest.get("parity"), "quality_gate": manifest.get("quality_gate"),
-            "timing_load_average": {"before": load_before, "after": load_average()},
-            "timing_note": "pinned to the run's core; the sweep's other run may be training on the other core"}
+            "timing_load_average": {"before": load_before, "after": load_average()}}
+
+
+def retime(args, settings: dict) -> None:
+    """Time every finished run's one-file student again, one after another on a single core, for a
+    frontier whose latencies compare like with like: the sweep times each student beside the other
+    run's training, and runs made on other machines were timed on other CPUs. Only students still
+    in --work-dir with the bundle their run recorded can be timed; each goes to OUT/timing/<label>.json
+    with this machine's CPU and the load before and after."""
+    import torch
+
+    from ekd_edge.bench.provenance import load_average, model_hashes
+    from ekd_edge.data.corpus import load_corpus
+
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    torch.set_num_threads(1)
+    if load_average()[0] > 0.5:
+        print(f"[capacity-gap] warning: load average {load_average()} before timing: is something else running?",
+              flush=True)
+    test = load_corpus("lo-help-en-de").split("test").head(settings["test_sentences"] or None)
+    for label, record in finished_runs(args.out).items():
+        bundle = args.work_dir / record["size"] / f"{record['arm']}-seed{record['seed']}" / PROFILE
+        recorded = [v for k, v in record["provenance"]["models"].items() if Path(k).name == PROFILE]
+        if not bundle.is_dir() or list(model_hashes([bundle]).values()) != recorded:
+            print(f"[capacity-gap] {label}: not timed (its one-file student is not in {args.work_dir}; made on "
+                  "another machine?)", flush=True)
+            continue
+        provenance = Provenance.begin(threads=1, settings={**settings, "retime": True})
+        timing = time_bundle(bundle, test, settings["max_new_tokens"], args)
+        write_json_atomic(args.out / "timing" / f"{label}.json",
+                          {"label": label, **timing, "provenance": provenance.end(models=[bundle])})
+        print(f"[capacity-gap] {label}: p50 {timing['latency']['p50_ms']:.2f} ms "
+              f"(load {timing['timing_load_average']['before'][0]})", flush=True)
 
 
 def teacher_l_params() -> int:
@@ -262,6 +306,7 @@ def summarise(runs: dict[str, dict], settings: dict, planned, out: Path, provena
         if r["test"]["fingerprint"] != test.fingerprint():
             raise SystemExit(f"{r['label']}: scored on other test data ({r['test']['fingerprint']})")
         r.update(bleu=r["test"]["bleu"], chrf=r["test"]["chrf"], bleu_p=None, chrf_p=None, compared=False)
+    quiet_host = attach_quiet_timings(rows, out)
     for size, seed in sorted({(r["size"], r["seed"]) for r in rows}):
         mine = {r["arm"]: r for r in rows if (r["size"], r["seed"]) == (size, seed)}
         if REFERENCE not in mine:   # no p-values until direct KD of this seed is in
@@ -284,8 +329,27 @@ def summarise(runs: dict[str, dict], settings: dict, planned, out: Path, provena
     labels = {job_label(*j) for j in planned}
     return {"hypothesis": HYPOTHESIS, "settings": settings, "arms": {a: list(t) for a, t in ARMS.items()},
             "planned": sorted(labels), "missing": sorted(labels - set(runs)), "summary": summary,
-            "verdicts": verdicts(summary, rows), "rows": rows, "code": sorted({r["code"]["sha256"] for r in rows}),
+            "verdicts": verdicts(summary, rows), "rows": rows, "quiet_host": quiet_host, "code": sorted({r["code"]["sha256"] for r in rows}),
             "provenance": provenance.end(data={"test": test.fingerprint()})}
+
+
+def attach_quiet_timings(rows: list[dict], out: Path) -> dict | None:
+    """Each run's --retime record as r["quiet"], from one CPU only (the one with the most): latencies
+    of different CPUs are not put side by side. Returns that CPU's environment, or None."""
+    timings = {p.stem: json.loads(p.read_text()) for p in sorted((out / "timing").glob("*.json"))}
+    cpus = [t["provenance"]["environment"]["cpu"] for t in timings.values()]
+    host = max(dict.fromkeys(cpus), key=cpus.count) if cpus else None
+    for r in rows:
+        t = timings.get(r["label"])
+        r["quiet"] = t if t and t["provenance"]["environment"]["cpu"] == host else None
+    return next((t["provenance"]["environment"] for t in timings.values()
+                 if t["provenance"]["environment"]["cpu"] == host), None)
+
+
+def quiet_p50(rows: list[dict]) -> tuple[float | None, int]:
+    """Median quiet p50 over the rows timed by --retime, and how many were."""
+    timed = [r["quiet"]["latency"]["p50_ms"] for r in rows if r.get("quiet")]
+    return (round(statistics.median(timed), 3) if timed else None), len(timed)
 
 
 def frontier_means(rows: list[dict]) -> dict:
@@ -379,29 +443,38 @@ def markdown(result: dict) -> str:
               f"test split, timed at batch 1 on one thread over {st['latency_sentences']} test sentences (text in, "
               "text out), "
               "and measured in a fresh process holding only onnxruntime (peak resident set; \"beyond Python\": "
-              "the runtime's and the model's share). Timed on the run's own core, with the sweep's other run "
-              "possibly training on the other core (load averages in result.json).", "",
+              "the runtime's and the model's share). In the sweep each student is timed on its run's own core "
+              "while the other run may be training on the other core, on whatever machine made the run; "
+              "\"quiet\" latencies come from `--retime`: the students still on one machine timed again one "
+              "after another, nothing else running"
+              + (f" ({quiet_cpu(result)})." if result.get("quiet_host") else " (none yet)."), "",
               "![BLEU against latency; marker area: one-file int8 size](frontier.png)", "",
-              "Per student size: its best arm by one-file int8 test BLEU (mean over seeds); latency and memory: "
-              "medians over that arm's seeds.", ""]
+              "Per student size: its best arm by one-file int8 test BLEU (mean over seeds); latency: the median "
+              "over every student of the size timed quietly (the architecture sets it; the arm changes only how "
+              "many tokens come out), and in the sweep; memory: the best arm's median.", ""]
     sizes = {}
     for s in result["summary"]:
         if s["size"] not in sizes or s["int8_bleu_mean"] > sizes[s["size"]]["int8_bleu_mean"]:
             sizes[s["size"]] = s
+    size_rows = []
+    for s in sizes.values():
+        median, timed = quiet_p50([r for r in rows if r["size"] == s["size"]])
+        size_rows.append([s["size"], f"{s['params']:,}", s["arm"], s["int8_bleu_mean"], number(s["int8_mb"]),
+                          number(median), f"{timed} of {sum(r['size'] == s['size'] for r in rows)}",
+                          number(s["p50_ms_median"]), number(s["peak_rss_mb_median"], ".1f")])
     lines.append(table(
-        ["student", "params", "best arm", "int8 test BLEU", "int8 MB", "p50 ms", "peak RSS MB"],
-        [[s["size"], f"{s['params']:,}", s["arm"], s["int8_bleu_mean"], number(s["int8_mb"]),
-          number(s["p50_ms_median"]), number(s["peak_rss_mb_median"], ".1f")] for s in sizes.values()],
-        align="lrlrrrr"))
+        ["student", "params", "best arm", "int8 test BLEU", "int8 MB", "p50 ms, quiet", "timed quietly",
+         "p50 ms, in the sweep", "peak RSS MB"], size_rows, align="lrlrrrrrr"))
     lines += ["", "Every final student:", ""]
     lines.append(table(
-        ["student", "arm", "seed", "params", "test BLEU", "int8 test BLEU", "int8 MB", "p50 ms", "p90 ms",
-         "peak RSS MB", "beyond Python MB", "gate"],
+        ["student", "arm", "seed", "params", "test BLEU", "int8 test BLEU", "int8 MB", "p50 ms, quiet",
+         "p50 ms, in the sweep", "p90 ms, in the sweep", "peak RSS MB", "beyond Python MB", "gate"],
         [[r["size"], r["arm"], r["seed"], f"{r['params']:,}", r["bleu"], f["test_bleu"], number(f["size_mb"]),
+          number(r["quiet"]["latency"]["p50_ms"]) if r.get("quiet") else "–",
           number(f["latency"]["p50_ms"]), number(f["latency"]["p90_ms"]),
           number(f["app_memory"]["peak_rss_mb"], ".1f"), number(f["app_memory"]["beyond_python_mb"], ".1f"),
           (f.get("quality_gate") or {}).get("status", "–")]
-         for r in rows for f in [r["onefile_int8"]]], align="llrrrrrrrrrl"))
+         for r in rows for f in [r["onefile_int8"]]], align="llrrrrrrrrrrl"))
     lines += ["", "## Provenance", "",
               "Each run records its own: commit, tree state, machine, load before and after, and a digest of the "
               "code that ran (ekd_edge and this script as files, so commits that only add results leave it "
@@ -417,8 +490,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def quiet_cpu(result: dict) -> str:
+    host = result["quiet_host"]
+    flags = [name for name, present in (host.get("cpu_flags") or {}).items() if present]
+    return f"{host['cpu']}, {', '.join(flags) or 'no int8 flags'}"
+
+
 def frontier_png(result: dict) -> bytes:
-    """BLEU (one-file int8, test) against batch-1 latency, one marker per final student; area ~ int8 MB."""
+    """BLEU (one-file int8, test) against batch-1 latency, one marker per final student; area ~ int8 MB.
+    Latency: the quiet one where --retime has timed students (only those are drawn), else the sweep's."""
     import io
 
     import matplotlib
@@ -428,18 +508,24 @@ def frontier_png(result: dict) -> bytes:
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     colours = dict(zip(ARMS, ("tab:gray", "tab:blue", "tab:orange")))
+    quiet = any(r.get("quiet") for r in result["rows"])
+    drawn = [r for r in result["rows"] if r.get("quiet") or not quiet]
+
+    def p50(r):
+        return (r["quiet"] if quiet else r["onefile_int8"])["latency"]["p50_ms"]
+
     for arm, colour in colours.items():
-        mine = [r for r in result["rows"] if r["arm"] == arm]
-        frontier = [r["onefile_int8"] for r in mine]
-        ax.scatter([f["latency"]["p50_ms"] for f in frontier], [f["test_bleu"] for f in frontier],
-                   s=[40 * f["size_mb"] for f in frontier], c=colour, alpha=0.6, edgecolors="k",
+        mine = [r for r in drawn if r["arm"] == arm]
+        ax.scatter([p50(r) for r in mine], [r["onefile_int8"]["test_bleu"] for r in mine],
+                   s=[40 * r["onefile_int8"]["size_mb"] for r in mine], c=colour, alpha=0.6, edgecolors="k",
                    linewidths=0.5, label=f"{arm} ({' → '.join(t.removeprefix('teacher-') for t in ARMS[arm])})")
-    for size in dict.fromkeys(r["size"] for r in result["rows"]):
-        mine = [r["onefile_int8"] for r in result["rows"] if r["size"] == size]
-        ax.annotate(f"{size} ({mine[0]['size_mb']:.1f} MB)", (max(f["latency"]["p50_ms"] for f in mine),
-                    statistics.mean(f["test_bleu"] for f in mine)), xytext=(8, 0), textcoords="offset points",
-                    fontsize=8, va="center")
-    ax.set_xlabel("p50 latency, ms per sentence (batch 1, one thread, one-file int8)")
+    for size in dict.fromkeys(r["size"] for r in drawn):
+        mine = [r for r in drawn if r["size"] == size]
+        ax.annotate(f"{size} ({mine[0]['onefile_int8']['size_mb']:.1f} MB)", (max(map(p50, mine)),
+                    statistics.mean(r["onefile_int8"]["test_bleu"] for r in mine)), xytext=(8, 0),
+                    textcoords="offset points", fontsize=8, va="center")
+    ax.set_xlabel("p50 latency, ms per sentence (batch 1, one thread, one-file int8"
+                  + (f"; quiet, {result['quiet_host']['cpu']})" if quiet else "; timed in the sweep)"))
     ax.set_ylabel("test BLEU (one-file int8)")
     ax.set_title("Capacity-gap sweep: quality against deploy cost"
                  + (" (SMOKE)" if result["settings"]["smoke"] else ""))
@@ -468,6 +554,9 @@ def main() -> int:
                         help="start no run after this many hours (running ones finish; then the summary): for "
                              "sessions of limited length (0 = until done)")
     parser.add_argument("--report", action="store_true", help="only render the summary from OUT/runs/")
+    parser.add_argument("--retime", action="store_true",
+                        help="time the finished students still in --work-dir again, one at a time on one core "
+                             "(run it on an idle machine), then render the summary")
     parser.add_argument("--smoke", action="store_true",
                         help="sizes nano and micro, 6 steps, 1 seed, 300 pairs: a check, not a result")
     parser.add_argument("--job", nargs=3, metavar=("SIZE", "ARM", "SEED"), help=argparse.SUPPRESS)
@@ -492,7 +581,9 @@ def main() -> int:
     if other:
         raise SystemExit(f"{args.out}/runs holds runs made with other settings ({', '.join(other[:3])}...): "
                          f"rerun with theirs ({done[other[0]]['settings']}) or give another --out")
-    if not args.report:
+    if args.retime:
+        retime(args, settings)
+    elif not args.report:
         jobs = [j for j in planned_jobs(args.sizes, args.seeds) if job_label(*j) not in done]
         seconds, rates = estimate_s(jobs, done, args.total_steps, args.workers,
                                     caches_built=bool(done) or (args.work_dir / "cache").is_dir())

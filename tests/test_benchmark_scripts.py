@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,21 @@ def test_capacity_gap_smoke_trains_each_arm_with_its_own_teachers(tmp_path, no_n
     # resuming from the per-run results alone: nothing is trained or measured again
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0 and "6 runs done, 0 to go" in again.stdout and "started" not in again.stdout
+    # --retime: every student still here is timed again, each its own bundle; one made elsewhere is not
+    shutil.rmtree(tmp_path / "work" / "nano" / "direct-kd-seed1" / "onefile-x86")
+    retimed = subprocess.run(command + ["--retime"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert retimed.returncode == 0, retimed.stderr[-2000:] + retimed.stdout[-2000:]
+    assert "nano.direct-kd.seed1: not timed" in retimed.stdout and "started" not in retimed.stdout
+    timings = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out" / "timing").glob("*.json")}
+    assert set(timings) == {r["label"] for r in rows} - {"nano.direct-kd.seed1"}
+    for r in rows:
+        if r["label"] in timings:
+            bundle = {k: v for k, v in r["provenance"]["models"].items() if k.endswith("onefile-x86")}
+            assert timings[r["label"]]["provenance"]["models"] == bundle
+            assert timings[r["label"]]["latency"]["p50_ms"] > 0
+    after = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert sum(bool(r["quiet"]) for r in after["rows"]) == 5 and after["quiet_host"]["cpu"]
+    assert "| 2 of 3 |" in (tmp_path / "out" / "result.md").read_text()
 
 
 def test_capacity_gap_smoke_refuses_to_overwrite_the_committed_result():

@@ -88,3 +88,15 @@ def test_the_token_store_holds_the_tokenizers_ids_across_chunk_boundaries(tmp_pa
     assert [(stored.src[i], stored.tgt[i]) for i in range(len(stored))] == kept
     in_memory = tokenize_pairs(teacher_tokenizer, data.src, data.tgt, 64, chunk=7)
     assert (in_memory.src, in_memory.tgt) == ([s for s, _ in kept], [t for _, t in kept])
+
+
+def test_encoding_ahead_gives_each_chunk_its_own_ids_and_passes_errors_on(teacher_tokenizer):
+    """The next chunk is encoded in a thread while this one is finished: a chunk's ids paired with
+    another chunk's texts, a chunk dropped or repeated, or an error lost in the thread fails here."""
+    encoder = PairEncoder.for_tokenizer(teacher_tokenizer, threads=2)
+    data = load_corpus("lo-help-en-de").split("valid").head(300)
+    chunks = [(data.src[i:i + 50], data.tgt[i:i + 50]) for i in range(0, 300, 50)]
+    chunks.insert(3, (AWKWARD, list(reversed(AWKWARD))))   # rows that take the tokenizer's own path
+    assert list(encoder.encode_ahead(chunks)) == [expected(teacher_tokenizer, s, t) for s, t in chunks]
+    with pytest.raises(ValueError, match="2 sources but 1 targets"):
+        list(encoder.encode_ahead([chunks[0], (AWKWARD[:2], AWKWARD[:1])]))

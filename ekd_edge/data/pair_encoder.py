@@ -24,6 +24,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,8 @@ class _Side:
                               dtype=np.int64)
         self.sp_unk = self.sp.unk_id()
 
-    def encode(self, texts: list[str], threads: int) -> list[list[int]]:
-        ids = self.sp.encode(texts, out_type=int, num_threads=threads)
+    def to_model_ids(self, texts: list[str], ids: list[list[int]]) -> list[list[int]]:
+        """SentencePiece's ids of ``texts`` as the model's vocabulary numbers them."""
         # every row through the id table at once, then cut back into rows
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
@@ -93,10 +95,35 @@ class PairEncoder:
         return not text.startswith(">>") and not any(special in text for special in self._specials)
 
     def encode(self, src: list[str], tgt: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        return self._finish(src, tgt, self._pieces((src, tgt)))
+
+    def encode_ahead(self, chunks: Iterable[tuple[list[str], list[str]]]) \
+            -> Iterator[tuple[list[list[int]], list[list[int]]]]:
+        """``encode`` of each (sources, targets) chunk in turn, with the next chunk read and run
+        through SentencePiece in a thread while the caller works on this one: SentencePiece's batch
+        encoder releases the GIL, so the Python around it no longer waits for it (and the reverse)."""
+        chunks = iter(chunks)
+
+        def next_pieces():
+            chunk = next(chunks, None)
+            return None if chunk is None else (chunk, self._pieces(chunk))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentencepiece") as pool:
+            ahead = pool.submit(next_pieces)
+            while (ready := ahead.result()) is not None:
+                ahead = pool.submit(next_pieces)
+                (src, tgt), pieces = ready
+                yield self._finish(src, tgt, pieces)
+
+    def _pieces(self, chunk: tuple[list[str], list[str]]) -> tuple[list[list[int]], list[list[int]]]:
+        src, tgt = chunk
         if len(src) != len(tgt):
             raise ValueError(f"{len(src)} sources but {len(tgt)} targets")
-        src_ids = self.source.encode(src, self.threads)
-        tgt_ids = self.target.encode(tgt, self.threads)
+        return (self.source.sp.encode(src, out_type=int, num_threads=self.threads),
+                self.target.sp.encode(tgt, out_type=int, num_threads=self.threads))
+
+    def _finish(self, src: list[str], tgt: list[str], pieces) -> tuple[list[list[int]], list[list[int]]]:
+        src_ids, tgt_ids = self.source.to_model_ids(src, pieces[0]), self.target.to_model_ids(tgt, pieces[1])
         for i, (s, t) in enumerate(zip(src, tgt)):
             if self._plain(s) and self._plain(t):
                 src_ids[i].append(self.eos_id)

@@ -62,21 +62,32 @@ def tokenize_pairs(tokenizer, src: list[str], tgt: list[str], max_length: int, c
 
     A Marian tokenizer is run through SentencePiece's batch encoder on every core (``encoder``, made
     here when not given; data/pair_encoder.py), with the ids the tokenizer itself would give."""
+    out = TokenizedPairs([], [])
+    for part in _tokenized_chunks(tokenizer, src, tgt, max_length, chunk, encoder):
+        out.src += part.src
+        out.tgt += part.tgt
+        out.dropped_long += part.dropped_long
+    return out
+
+
+def _tokenized_chunks(tokenizer, src, tgt, max_length: int, chunk: int, encoder: PairEncoder | None):
+    """``tokenize_pairs`` one chunk at a time (a TokenizedPairs each), the next chunk's SentencePiece
+    pass running while this one is used."""
     encoder = encoder or PairEncoder.for_tokenizer(tokenizer)
-    out_src, out_tgt, dropped = [], [], 0
-    for i in range(0, len(src), chunk):
-        if encoder is not None:
-            src_ids, tgt_ids = encoder.encode(src[i:i + chunk], tgt[i:i + chunk])
-        else:
-            enc = tokenizer(src[i:i + chunk], text_target=tgt[i:i + chunk])
-            src_ids, tgt_ids = enc["input_ids"], enc["labels"]
+    chunks = ((src[i:i + chunk], tgt[i:i + chunk]) for i in range(0, len(src), chunk))
+    if encoder is not None:
+        encoded = encoder.encode_ahead(chunks)
+    else:
+        encoded = ((enc["input_ids"], enc["labels"]) for enc in (tokenizer(s, text_target=t) for s, t in chunks))
+    for src_ids, tgt_ids in encoded:
+        part = TokenizedPairs([], [])
         for s, t in zip(src_ids, tgt_ids):
             if len(s) > max_length or len(t) > max_length:
-                dropped += 1
+                part.dropped_long += 1
                 continue
-            out_src.append(s)
-            out_tgt.append(t)
-    return TokenizedPairs(out_src, out_tgt, dropped)
+            part.src.append(s)
+            part.tgt.append(t)
+        yield part
 
 
 def truncate_pairs(pairs: TokenizedPairs, max_length: int) -> TokenizedPairs:
@@ -248,9 +259,8 @@ def _write_tokens(tmp: Path, tokenizer, src, tgt, max_length, truncate_to, chunk
     raw = tmp / "tokens.raw"
     with open(raw, "wb") as out, progress_bar() as bar, _collector_paused():
         task = bar.add_task(description, total=len(src), status="")
-        for start in range(0, len(src), chunk):
-            part = tokenize_pairs(tokenizer, src[start:start + chunk], tgt[start:start + chunk], max_length, chunk,
-                                  encoder)
+        for start, part in zip(range(0, len(src), chunk),
+                               _tokenized_chunks(tokenizer, src, tgt, max_length, chunk, encoder)):
             if truncate_to is not None:
                 part = truncate_pairs(part, truncate_to)
             dropped += part.dropped_long
