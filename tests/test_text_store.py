@@ -6,6 +6,7 @@ from __future__ import annotations
 import lzma
 import tracemalloc
 
+import numpy as np
 import pytest
 
 from ekd_edge.data.corpus import load_corpus, load_parallel
@@ -118,3 +119,21 @@ def test_file_array_reads_what_numpy_wrote_in_short_reads_and_after_a_copy(tmp_p
         del other   # closes the copy's own descriptor
     assert np.array_equal(stored[10:20], values[10:20])
     assert pickle.loads(pickle.dumps(raw))[:5].tobytes() == b"hello"
+
+
+def test_ragged_rows_are_picked_cut_interleaved_and_replaced_as_lists_would_be():
+    """Expected values written out by hand; an off-by-one in a start, a cut that drops the last id
+    instead of keeping it, or an interleave that swaps sides fails here."""
+    from ekd_edge.data.flat import Ragged
+
+    rows = Ragged.from_lists([[1, 2, 3], [4], [5, 6, 7, 8, 9], [10, 11]])
+    assert rows.ids.dtype == np.int32 and rows.tolist() == [[1, 2, 3], [4], [5, 6, 7, 8, 9], [10, 11]]
+    assert rows.row_of(np.array([0, 2, 3, 4, 8, 9, 10])).tolist() == [0, 0, 1, 2, 2, 3, 3]
+    assert rows.take(np.array([True, False, True, True])).tolist() == [[1, 2, 3], [5, 6, 7, 8, 9], [10, 11]]
+    assert rows.truncated(3).tolist() == [[1, 2, 3], [4], [5, 6, 9], [10, 11]]
+    assert rows.appended(0).tolist() == [[1, 2, 3, 0], [4, 0], [5, 6, 7, 8, 9, 0], [10, 11, 0]]
+    assert rows.with_rows({1: [40, 41, 42], 3: []}).tolist() == [[1, 2, 3], [40, 41, 42], [5, 6, 7, 8, 9], []]
+    other = Ragged.from_lists([[-1], [-2, -3], [], [-4]])
+    sides = rows.interleaved(other)
+    assert sides.tolist() == [[1, 2, 3], [-1], [4], [-2, -3], [5, 6, 7, 8, 9], [], [10, 11], [-4]]
+    assert sides.lengths.tolist() == [3, 1, 1, 2, 5, 0, 2, 1]

@@ -5,6 +5,7 @@ offsets[2i+2]). The token store (distill/batches.py) keeps token ids this way, t
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from array import array
@@ -12,6 +13,82 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+
+class Ragged:
+    """Many sequences of ids end to end (``ids``) and each one's length: a chunk of a corpus
+    tokenised without a Python list per sentence. Rows are picked, cut and interleaved by gathering
+    with index arithmetic, the way the token store lays pairs out."""
+
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray):
+        self.ids, self.lengths = ids, np.asarray(lengths, dtype=np.int64)
+
+    @classmethod
+    def from_lists(cls, rows: list[list[int]], dtype=np.int32) -> "Ragged":
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        return cls(np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=int(lengths.sum())), lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.cumsum(self.lengths) - self.lengths
+
+    def tolist(self) -> list[list[int]]:
+        values, ends = self.ids.tolist(), np.cumsum(self.lengths).tolist()
+        return [values[end - n:end] for end, n in zip(ends, self.lengths.tolist())]
+
+    def row_of(self, positions: np.ndarray) -> np.ndarray:
+        """The row each position of ``ids`` belongs to."""
+        return np.searchsorted(np.cumsum(self.lengths), positions, side="right")
+
+    def with_rows(self, replaced: dict[int, list[int]]) -> "Ragged":
+        """These rows' ids swapped for others (of any length)."""
+        if not replaced:
+            return self
+        rows = np.split(self.ids, np.cumsum(self.lengths)[:-1])
+        for r, ids in replaced.items():
+            rows[r] = np.asarray(ids, dtype=self.ids.dtype)
+        lengths = self.lengths.copy()
+        lengths[list(replaced)] = [len(ids) for ids in replaced.values()]
+        return Ragged(np.concatenate(rows) if rows else self.ids[:0], lengths)
+
+    def appended(self, value: int) -> "Ragged":
+        """``value`` at the end of every row."""
+        return Ragged(np.insert(self.ids, np.cumsum(self.lengths), value), self.lengths + 1)
+
+    def take(self, keep: np.ndarray) -> "Ragged":
+        """The rows where the boolean ``keep`` is set, in order."""
+        return Ragged(_gather(self.ids, self.starts[keep], self.lengths[keep]), self.lengths[keep])
+
+    def truncated(self, limit: int) -> "Ragged":
+        """Rows longer than ``limit`` cut to their first ``limit - 1`` ids and their last one (the EOS)."""
+        long = self.lengths > limit
+        if not long.any():
+            return self
+        starts = self.starts
+        head = np.where(long, limit - 1, self.lengths)           # each row's kept beginning, then
+        pieces = np.stack([starts, starts + self.lengths - 1], 1).ravel()   # its last id if it was cut
+        sizes = np.stack([head, long.astype(np.int64)], 1).ravel()
+        return Ragged(_gather(self.ids, pieces, sizes), np.minimum(self.lengths, limit))
+
+    def interleaved(self, other: "Ragged") -> "Ragged":
+        """Row 0 of this, row 0 of ``other``, row 1 of this, …: pairs as the token store keeps them."""
+        if len(self) != len(other):
+            raise ValueError(f"{len(self)} rows against {len(other)}")
+        both = np.concatenate([self.ids, other.ids.astype(self.ids.dtype, copy=False)])
+        starts = np.stack([self.starts, other.starts + len(self.ids)], 1).ravel()
+        sizes = np.stack([self.lengths, other.lengths], 1).ravel()
+        return Ragged(_gather(both, starts, sizes), sizes)
+
+
+def _gather(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """values[starts[i] : starts[i] + sizes[i]] for every i, end to end."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    out_starts = np.cumsum(sizes) - sizes
+    return values[np.repeat(np.asarray(starts, dtype=np.int64) - out_starts, sizes) + np.arange(total)]
 
 
 class FileArray:

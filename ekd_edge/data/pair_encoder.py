@@ -21,7 +21,6 @@ teacher's own NLLB or T5 tokenizer): callers then use that tokenizer directly.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -29,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from ekd_edge.data.flat import Ragged
 
 
 def default_threads() -> int:
@@ -50,18 +51,14 @@ class _Side:
                               dtype=np.int64)
         self.sp_unk = self.sp.unk_id()
 
-    def to_model_ids(self, texts: list[str], ids: list[list[int]]) -> list[list[int]]:
-        """SentencePiece's ids of ``texts`` as the model's vocabulary numbers them."""
-        # every row through the id table at once, then cut back into rows
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        mapped = self.table[flat].tolist()
-        ends = np.cumsum(lengths).tolist()
-        out = [mapped[end - n:end] for end, n in zip(ends, lengths.tolist())]
-        rows_with_unknown = np.unique(np.repeat(np.arange(len(ids)), lengths)[flat == self.sp_unk]).tolist()
-        for r in rows_with_unknown:   # an unknown piece: its surface string may still be in the vocabulary
-            out[r] = [self.vocab.get(piece, self.unk_id) for piece in self.sp.encode(texts[r], out_type=str)]
-        return out
+    def to_model(self, texts: list[str], ids: list[list[int]]) -> Ragged:
+        """SentencePiece's ids of ``texts`` as the model's vocabulary numbers them (int32, end to end)."""
+        out = Ragged.from_lists(ids, dtype=np.int64)
+        unknown = np.unique(out.row_of(np.flatnonzero(out.ids == self.sp_unk))).tolist()
+        out = Ragged(self.table[out.ids].astype(np.int32), out.lengths)   # every row through the table at once
+        # an unknown piece: its surface string may still be in the vocabulary
+        return out.with_rows({r: [self.vocab.get(piece, self.unk_id) for piece in self.sp.encode(texts[r], out_type=str)]
+                              for r in unknown})
 
 
 class PairEncoder:
@@ -91,17 +88,24 @@ class PairEncoder:
             return None
         return cls(tokenizer, threads)
 
-    def _plain(self, text: str) -> bool:
-        return not text.startswith(">>") and not any(special in text for special in self._specials)
+    def _special_rows(self, texts: list[str]) -> list[int]:
+        """Rows transformers would split before SentencePiece (a language code, a special-token string).
+        One search of the whole chunk first: most chunks have none."""
+        joined = "\n".join(texts)
+        if not joined.startswith(">>") and "\n>>" not in joined and not any(t in joined for t in self._specials):
+            return []
+        return [i for i, text in enumerate(texts)
+                if text.startswith(">>") or any(special in text for special in self._specials)]
 
     def encode(self, src: list[str], tgt: list[str]) -> tuple[list[list[int]], list[list[int]]]:
-        return self._finish(src, tgt, self._pieces((src, tgt)))
+        src_ids, tgt_ids = self._finish(src, tgt, self._pieces((src, tgt)))
+        return src_ids.tolist(), tgt_ids.tolist()
 
-    def encode_ahead(self, chunks: Iterable[tuple[list[str], list[str]]]) \
-            -> Iterator[tuple[list[list[int]], list[list[int]]]]:
-        """``encode`` of each (sources, targets) chunk in turn, with the next chunk read and run
-        through SentencePiece in a thread while the caller works on this one: SentencePiece's batch
-        encoder releases the GIL, so the Python around it no longer waits for it (and the reverse)."""
+    def encode_ahead(self, chunks: Iterable[tuple[list[str], list[str]]]) -> Iterator[tuple[Ragged, Ragged]]:
+        """``encode`` of each (sources, targets) chunk in turn, as Ragged ids (int32), with the next
+        chunk read and run through SentencePiece in a thread while the caller works on this one:
+        SentencePiece's batch encoder releases the GIL, so the Python around it no longer waits for
+        it (and the reverse)."""
         chunks = iter(chunks)
 
         def next_pieces():
@@ -122,13 +126,12 @@ class PairEncoder:
         return (self.source.sp.encode(src, out_type=int, num_threads=self.threads),
                 self.target.sp.encode(tgt, out_type=int, num_threads=self.threads))
 
-    def _finish(self, src: list[str], tgt: list[str], pieces) -> tuple[list[list[int]], list[list[int]]]:
-        src_ids, tgt_ids = self.source.to_model_ids(src, pieces[0]), self.target.to_model_ids(tgt, pieces[1])
-        for i, (s, t) in enumerate(zip(src, tgt)):
-            if self._plain(s) and self._plain(t):
-                src_ids[i].append(self.eos_id)
-                tgt_ids[i].append(self.eos_id)
-            else:
-                enc = self.tokenizer([s], text_target=[t])
-                src_ids[i], tgt_ids[i] = enc["input_ids"][0], enc["labels"][0]
+    def _finish(self, src: list[str], tgt: list[str], pieces) -> tuple[Ragged, Ragged]:
+        src_ids = self.source.to_model(src, pieces[0]).appended(self.eos_id)
+        tgt_ids = self.target.to_model(tgt, pieces[1]).appended(self.eos_id)
+        special = sorted(set(self._special_rows(src)) | set(self._special_rows(tgt)))
+        if special:   # the tokenizer itself, for both sides of those pairs
+            enc = self.tokenizer([src[i] for i in special], text_target=[tgt[i] for i in special])
+            src_ids = src_ids.with_rows(dict(zip(special, enc["input_ids"])))
+            tgt_ids = tgt_ids.with_rows(dict(zip(special, enc["labels"])))
         return src_ids, tgt_ids

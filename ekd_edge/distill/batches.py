@@ -16,20 +16,20 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import itertools
 import json
 import os
 import random
 import shutil
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ekd_edge.data.flat import FileArray, OffsetsWriter, PairSide, npy_from_raw, side_lengths
+from ekd_edge.data.flat import FileArray, OffsetsWriter, PairSide, Ragged, npy_from_raw, side_lengths
 from ekd_edge.data.pair_encoder import PairEncoder
 from ekd_edge.data.tokenizer import PAD_ID, TOKENIZER_FILES
 from ekd_edge.distill.losses import IGNORE
@@ -63,31 +63,31 @@ def tokenize_pairs(tokenizer, src: list[str], tgt: list[str], max_length: int, c
     A Marian tokenizer is run through SentencePiece's batch encoder on every core (``encoder``, made
     here when not given; data/pair_encoder.py), with the ids the tokenizer itself would give."""
     out = TokenizedPairs([], [])
-    for part in _tokenized_chunks(tokenizer, src, tgt, max_length, chunk, encoder):
-        out.src += part.src
-        out.tgt += part.tgt
-        out.dropped_long += part.dropped_long
+    for src_ids, tgt_ids in _encoded_chunks(tokenizer, src, tgt, chunk, encoder):
+        src_ids, tgt_ids, dropped = _short_pairs(src_ids, tgt_ids, max_length)
+        out.src += src_ids.tolist()
+        out.tgt += tgt_ids.tolist()
+        out.dropped_long += dropped
     return out
 
 
-def _tokenized_chunks(tokenizer, src, tgt, max_length: int, chunk: int, encoder: PairEncoder | None):
-    """``tokenize_pairs`` one chunk at a time (a TokenizedPairs each), the next chunk's SentencePiece
-    pass running while this one is used."""
+def _short_pairs(src_ids: Ragged, tgt_ids: Ragged, max_length: int) -> tuple[Ragged, Ragged, int]:
+    """The pairs with neither side over ``max_length``, and how many were dropped."""
+    keep = (src_ids.lengths <= max_length) & (tgt_ids.lengths <= max_length)
+    return src_ids.take(keep), tgt_ids.take(keep), int(len(keep) - keep.sum())
+
+
+def _encoded_chunks(tokenizer, src, tgt, chunk: int, encoder: PairEncoder | None) -> Iterator[tuple[Ragged, Ragged]]:
+    """Token ids (EOS included) of both sides, a chunk of pairs at a time, as Ragged int32 arrays; a
+    Marian tokenizer's next chunk goes through SentencePiece while this one is used."""
     encoder = encoder or PairEncoder.for_tokenizer(tokenizer)
     chunks = ((src[i:i + chunk], tgt[i:i + chunk]) for i in range(0, len(src), chunk))
     if encoder is not None:
-        encoded = encoder.encode_ahead(chunks)
-    else:
-        encoded = ((enc["input_ids"], enc["labels"]) for enc in (tokenizer(s, text_target=t) for s, t in chunks))
-    for src_ids, tgt_ids in encoded:
-        part = TokenizedPairs([], [])
-        for s, t in zip(src_ids, tgt_ids):
-            if len(s) > max_length or len(t) > max_length:
-                part.dropped_long += 1
-                continue
-            part.src.append(s)
-            part.tgt.append(t)
-        yield part
+        yield from encoder.encode_ahead(chunks)
+        return
+    for s, t in chunks:
+        enc = tokenizer(s, text_target=t)
+        yield Ragged.from_lists(enc["input_ids"]), Ragged.from_lists(enc["labels"])
 
 
 def truncate_pairs(pairs: TokenizedPairs, max_length: int) -> TokenizedPairs:
@@ -111,14 +111,12 @@ def fingerprint_pairs(src, tgt) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint_bytes(flat: np.ndarray, lengths: list[int]) -> bytes:
-    """What _update_fingerprint feeds the digest for a run of pairs, given their sides' ids end to
-    end (``flat``, int32) and the sides' lengths: one update a chunk instead of four a pair."""
-    data, pieces, at = flat.tobytes(), [], 0
-    for k, n in enumerate(lengths):
-        pieces += (data[at:at + 4 * n], b"#" if k % 2 else b"|")
-        at += 4 * n
-    return b"".join(pieces)
+def _fingerprint_bytes(sides: Ragged) -> bytes:
+    """What _update_fingerprint feeds the digest for a run of pairs (their sides in pair order,
+    int32), in one piece: each side's bytes, then "|" after a source and "#" after a target."""
+    data = sides.ids.astype(np.int32, copy=False).view(np.uint8)
+    marks = np.resize(np.frombuffer(b"|#", dtype=np.uint8), len(sides))
+    return np.insert(data, 4 * np.cumsum(sides.lengths), marks).tobytes()
 
 
 def _update_fingerprint(digest, s, t) -> None:
@@ -259,20 +257,20 @@ def _write_tokens(tmp: Path, tokenizer, src, tgt, max_length, truncate_to, chunk
     raw = tmp / "tokens.raw"
     with open(raw, "wb") as out, progress_bar() as bar, _collector_paused():
         task = bar.add_task(description, total=len(src), status="")
-        for start, part in zip(range(0, len(src), chunk),
-                               _tokenized_chunks(tokenizer, src, tgt, max_length, chunk, encoder)):
-            if truncate_to is not None:
-                part = truncate_pairs(part, truncate_to)
-            dropped += part.dropped_long
+        for src_ids, tgt_ids in _encoded_chunks(tokenizer, src, tgt, chunk, encoder):
+            read = len(src_ids)
+            src_ids, tgt_ids, too_long = _short_pairs(src_ids, tgt_ids, max_length)
+            dropped += too_long
+            if truncate_to is not None:   # as truncate_pairs: a cut pair counts with the dropped ones
+                dropped += int(((src_ids.lengths > truncate_to) | (tgt_ids.lengths > truncate_to)).sum())
+                src_ids, tgt_ids = src_ids.truncated(truncate_to), tgt_ids.truncated(truncate_to)
             # the chunk at once: its ids in pair order (source, target, source, …) and their lengths
-            sides = [ids for pair in zip(part.src, part.tgt) for ids in pair]
-            lengths = [len(ids) for ids in sides]
-            flat = np.fromiter(itertools.chain.from_iterable(sides), dtype=np.int32, count=sum(lengths))
-            out.write(flat.tobytes())
-            offsets.extend(lengths)
-            digest.update(_fingerprint_bytes(flat, lengths))
-            pairs += len(part.src)
-            bar.update(task, advance=min(chunk, len(src) - start))
+            sides = src_ids.interleaved(tgt_ids)
+            out.write(sides.ids.astype(np.int32, copy=False).tobytes())
+            offsets.extend(sides.lengths.tolist())
+            digest.update(_fingerprint_bytes(sides))
+            pairs += len(src_ids)
+            bar.update(task, advance=read)
     # The .npy header needs the final size, known only now: the header, then the raw ids behind it.
     npy_from_raw(raw, tmp / "tokens.npy", np.int32)
     raw.unlink()
