@@ -67,19 +67,22 @@ def translate_all(translator, texts, num_beams):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--sentences", type=int, default=0, help="0 = the whole test split")
+    parser.add_argument("--sentences", type=int, default=0, help="0 = the whole split")
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"),
+                        help="the lo-help-en-de split translated (default: test)")
     parser.add_argument("--run-dir", type=Path, default=ROOT / DEMO_RUN_DIR, help="a finished demo run")
     parser.add_argument("--checkpoint", type=Path, help="a student checkpoint instead of the run's final student")
     parser.add_argument("--work", type=Path, default=EXPORTS, help="where the one-file exports go")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    provenance = Provenance.begin(threads=1, settings={"beams": args.beams, "sentences": args.sentences})
+    provenance = Provenance.begin(threads=1, settings={"beams": args.beams, "sentences": args.sentences,
+                                                           "split": args.split})
     try:
         checkpoint = args.checkpoint or final_student(args.run_dir)
     except RunError as exc:
         console.print(str(exc))
         return 2
-    texts = load_corpus("lo-help-en-de").split("test").src
+    texts = load_corpus("lo-help-en-de").split(args.split).src
     texts = texts[: args.sentences] if args.sentences else texts
 
     models = {}
@@ -118,7 +121,7 @@ def main() -> int:
     record = {
         "command": "python benchmarks/onefile_parity.py " + " ".join(sys.argv[1:]),
         "checkpoint": str(checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint),
-        "data": "lo-help-en-de test split" + (f", first {args.sentences}" if args.sentences else ""),
+        "data": f"lo-help-en-de {args.split} split" + (f", first {args.sentences}" if args.sentences else ""),
         "settings": {"max_new_tokens": MAX_NEW_TOKENS, "batch_size": BATCH, "threads": 1,
                      "builds": VARIANTS},
         "results": results,

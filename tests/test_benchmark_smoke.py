@@ -98,8 +98,11 @@ def test_distill_memory_reports_the_peak_of_a_real_run(tmp_path):
 
 
 def test_onefile_parity_counts_identical_outputs(tmp_path, sharp_checkpoint):
+    # training sentences the sharp model was fitted to: its outputs there end cleanly. On test
+    # sentences it loops ("Fmmmm…"), and where to stop a loop is a near-tie that float round-off
+    # on one CPU (AVX2 against AVX-512) decides differently from another.
     run_script("onefile_parity", "--checkpoint", sharp_checkpoint, "--sentences", 6, "--beams", 1,
-               "--work", tmp_path / "work", "--out", tmp_path / "out")
+               "--split", "train", "--work", tmp_path / "work", "--out", tmp_path / "out")
     record = json.loads((tmp_path / "out" / "parity.json").read_text())
     assert [(r["variant"], r["num_beams"], r["n"]) for r in record["results"]] == [("fp32", 1, 6), ("int8", 1, 6)]
     for r in record["results"]:
