@@ -56,9 +56,16 @@ def test_int8_targets_are_cached_apart_from_pytorchs_and_reused(setup, tmp_path)
     first = distill_targets(teacher, teacher.directory, tokenizer, src, refs, tmp_path, settings)
     assert first.directory != torch_targets.directory and first.decoded_now == len(src)
     assert json.loads((first.directory / "meta.json").read_text())["engine"] == "ctranslate2-int8"
-    # int8 weights flip a few near-tied tokens, no more
-    same = sum(a == b for a, b in zip(first.targets, torch_targets.targets))
-    assert same >= 0.7 * len(src)
+    # int8 weights flip near-tied tokens, and after a flip the rest of a sentence may differ: how
+    # many sentences stay identical depends on the CPU's int8 kernel (28+ of 40 with VNNI, 17 with
+    # AVX2 only). Character n-grams still agree closely; another model's output would not.
+    from sacrebleu.metrics import CHRF
+
+    agreement = CHRF().corpus_score(first.targets, [torch_targets.targets]).score
+    to_references = CHRF().corpus_score(torch_targets.targets, [refs]).score
+    print(f"int8 against float32 targets: chrF {agreement:.1f} ({to_references:.1f} float32 against the "
+          f"references), {sum(a == b for a, b in zip(first.targets, torch_targets.targets))} of {len(src)} identical")
+    assert agreement >= 60 and agreement >= to_references + 20
     again = distill_targets(teacher, teacher.directory, tokenizer, src, refs, tmp_path, settings)
     assert again.decoded_now == 0 and again.targets == first.targets
     assert len(list(tmp_path.glob("ct2-teacher-*-int8"))) == 1      # converted once, then reused
