@@ -85,6 +85,18 @@ def test_rerun_trains_nothing_again(nano_run):
     assert {p: p.stat().st_mtime_ns for p in weights} == stamps
 
 
+def test_recipe_with_other_comments_and_layout_resumes_its_run(nano_run):
+    run_dir, _ = nano_run
+    weights = sorted(run_dir.glob("*/*/model.safetensors"))
+    stamps = {p: p.stat().st_mtime_ns for p in weights}
+    kept = (run_dir / "recipe.toml").read_text()
+    reworded = "# a new first line of prose\n" + RECIPE_TOML.replace("seed = 3", "seed   =   3   # reworded")
+    assert reworded != RECIPE_TOML and "seed = 3" in RECIPE_TOML
+    run_recipe(recipe_from(reworded), run_dir, reworded)
+    assert {p: p.stat().st_mtime_ns for p in weights} == stamps
+    assert (run_dir / "recipe.toml").read_text() == kept
+
+
 def test_run_dir_of_another_recipe_is_refused(nano_run):
     run_dir, _ = nano_run
     other = RECIPE_TOML.replace("seed = 3", "seed = 4")

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -51,6 +52,16 @@ from ekd_edge.models.teacher import (check_teacher_checkpoint, load_teacher, loa
                                      teacher_prompt, weights_digest)
 
 
+def same_recipe(kept_text: str, recipe_text: str) -> bool:
+    """The same settings, whatever the comments and layout: editing a recipe's prose must not orphan its runs."""
+    if kept_text == recipe_text:
+        return True
+    try:
+        return tomllib.loads(kept_text) == tomllib.loads(recipe_text)
+    except tomllib.TOMLDecodeError:
+        return False
+
+
 def prepare_run_dir(run_dir: Path, recipe: Recipe, recipe_text: str, write: bool = True) -> None:
     """Create the run directory, or check that an existing one belongs to the same recipe."""
     marker = run_dir / "recipe.toml"
@@ -59,9 +70,9 @@ def prepare_run_dir(run_dir: Path, recipe: Recipe, recipe_text: str, write: bool
     if run_dir.exists() and any(p.name not in (LOCK_NAME, "distill.log", "cache") for p in run_dir.iterdir()):
         if not marker.is_file():
             raise EkdError(f"{run_dir}: exists and holds files that are not an ekd-edge run; choose another --run-dir")
-        if marker.read_text() != recipe_text:
+        if not same_recipe(marker.read_text(), recipe_text):
             raise EkdError(f"{run_dir}: holds a run of a different recipe; choose another --run-dir or delete it")
-    if write and not marker.is_file():  # an existing marker holds this very text: leave it untouched
+    if write and not marker.is_file():  # an existing marker holds these very settings: leave it untouched
         write_text_atomic(marker, recipe_text)
 
 
