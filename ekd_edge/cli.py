@@ -21,7 +21,7 @@ from pathlib import Path
 from ekd_edge import __version__
 from ekd_edge.defaults import (DEFAULT_CORPUS, MAX_BLEU_DROP, MAX_NEW_TOKENS, PARITY_SENTENCES, PARITY_THRESHOLD,
                                QUALITY_SENTENCES)
-from ekd_edge.errors import EkdError
+from ekd_edge.errors import EkdError, RankError
 from ekd_edge.files import KEPT, user_path
 
 DESCRIPTION = """\
@@ -252,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except EkdError as exc:
+        if console.quiet:   # a data-parallel rank other than 0 (cmd_distill): rank 0 says what they all met
+            if not isinstance(exc, RankError):
+                return 2
+            console.quiet = False   # ... except a failure of this rank alone
         _error_line(console, str(exc))
         return 2
     except BrokenPipeError:

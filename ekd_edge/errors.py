@@ -5,6 +5,14 @@ class EkdError(Exception):
     """A problem with the user's input (data, checkpoint, recipe, bundle): printed as one line, exit 2."""
 
 
+class OtherRankError(EkdError):
+    """Another rank of a data-parallel run failed (and says why); this one stops without a line of its own."""
+
+
+class RankError(EkdError):
+    """An input problem met by one rank other than 0 alone: that rank, otherwise silent, says it."""
+
+
 class CorpusError(EkdError):
     """A corpus file is unreadable, misaligned or holds a line the loader refuses."""
 

@@ -411,3 +411,85 @@ def test_precision_is_bf16_on_cuda_only_and_bf16_on_the_cpu_is_refused(monkeypat
     bad = RECIPE.replace("[training]\n", '[training]\ndevice = "cpu"\nprecision = "bf16"\n', 1)
     with pytest.raises(RecipeError, match="precision = \"bf16\" needs device"):
         parse_recipe(tomllib.loads(bad), "bad.toml")
+
+
+def _hand_launched(argv: list[str], cwd, ranks: int = 2, timeout: int = 120) -> list[tuple[int, str, str]]:
+    """Start ``ranks`` processes the way Slurm's srun or a shell loop does: RANK and WORLD_SIZE in the
+    environment and no torchrun agent, which would kill the other ranks when one fails. Each one's
+    (exit status, stdout, stderr); a rank still waiting after ``timeout`` seconds fails the test."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    procs = [subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**ENV, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(ranks),
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+             for r in range(ranks)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+WAITING_WORKER = """
+import sys
+from ekd_edge.distill import distributed
+from ekd_edge.errors import EkdError
+
+rank = distributed.context().rank
+for failing in ((), (1,), (0, 1), (0,)):
+    try:
+        with distributed.waiting_for_main():
+            if rank in failing:
+                raise EkdError(f"met by rank {rank}")
+        print(failing, "passed")
+    except EkdError as exc:
+        print(failing, type(exc).__name__, exc)
+distributed.shutdown()
+"""
+
+
+def test_a_failure_inside_rank_0s_work_stops_every_rank_with_the_right_words(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WAITING_WORKER)
+    (code0, out0, err0), (code1, out1, err1) = _hand_launched([sys.executable, str(script)], tmp_path)
+    assert code0 == code1 == 0, err0[-2000:] + err1[-2000:]
+    assert out0.splitlines() == [
+        "() passed",
+        "(1,) OtherRankError rank 1 stopped with an error; rank 0 stops too",
+        "(0, 1) EkdError met by rank 0",
+        "(0,) EkdError met by rank 0"]
+    assert out1.splitlines() == [
+        "() passed",
+        "(1,) RankError rank 1: met by rank 1",   # its own, and only it met it: it says so
+        "(0, 1) OtherRankError rank 0 stopped with an error; rank 1 stops too",   # rank 0 says it
+        "(0,) OtherRankError rank 0 stopped with an error; rank 1 stops too"]
+
+
+def test_a_corpus_error_on_rank_0_ends_every_rank_without_torchrun(tmp_path):
+    """Rank 0 alone reads the corpus; an empty line it meets ends rank 1 as an input error too, not as a
+    crash at a barrier whose peer has gone (exit 1, which rank 1 met before waiting_for_main)."""
+    from ekd_edge.data import load_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lo = load_corpus("lo-help-en-de")
+    for split, n in (("train", 40), ("valid", 8), ("test", 8)):
+        text = lo.split(split).head(n)
+        tgt = list(text.tgt)
+        if split == "train":
+            tgt[29] = "  "
+        (corpus / f"{split}.en").write_text("\n".join(text.src) + "\n")
+        (corpus / f"{split}.de").write_text("\n".join(tgt) + "\n")
+    recipe_file = tmp_path / "ddp.toml"
+    recipe_file.write_text(RECIPE.replace('corpus = "lo-help-en-de"', f'corpus = "{corpus}"\nsrc_lang = "en"\n'
+                                                                      'tgt_lang = "de"'))
+    (code0, _, err0), (code1, out1, err1) = _hand_launched(
+        [sys.executable, "-m", "ekd_edge", "distill", str(recipe_file), "--run-dir", str(tmp_path / "run")], tmp_path)
+    assert code0 == code1 == 2, err0[-2000:] + err1[-2000:]
+    errors = [line for line in err0.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {corpus / 'train.de'}:30: empty line (use empty='skip' to drop such pairs)"], err0
+    assert "Traceback" not in err0 + err1 and not (out1 + err1).strip()   # rank 1 leaves the telling to rank 0

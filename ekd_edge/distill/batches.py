@@ -218,9 +218,9 @@ def tokenize_to_disk(tokenizer, src: list[str], tgt: list[str], max_length: int,
     if len(src) != len(tgt):
         raise ValueError(f"{len(src)} sources but {len(tgt)} targets")
     final = Path(cache_root) / f"pairs-{corpus_key(tokenizer, src, tgt, max_length, truncate_to)}"
-    if distributed.context().is_main:
-        pairs = _open_or_build(final, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
-    distributed.barrier()
+    with distributed.waiting_for_main():
+        if distributed.context().is_main:
+            pairs = _open_or_build(final, tokenizer, src, tgt, max_length, truncate_to, chunk, description)
     return pairs if distributed.context().is_main else MappedPairs.open(final)
 
 

@@ -17,12 +17,13 @@ EKD_EDGE_DEVICE=cpu|cuda overrides it.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from ekd_edge.errors import EkdError
+from ekd_edge.errors import EkdError, OtherRankError, RankError
 
 _context: "DistContext | None" = None
 
@@ -136,6 +137,41 @@ def context() -> DistContext:
 def barrier() -> None:
     if context().enabled:
         dist.barrier()
+
+
+@contextmanager
+def waiting_for_main():
+    """A stretch of rank-0 work (reading the corpus, writing files) that the other ranks wait out.
+
+    Use it where a bare ``barrier()`` would follow such work: it ends in the same meeting point, but
+    every rank also learns whether any rank raised inside it, and all of them stop as for an input
+    error (exit 2, one line from the rank that met it). At a bare barrier the others would learn of a
+    dead rank only from the process group: a lost connection, reported as a crash, or a wait until
+    its timeout (torchrun's agent kills them; Slurm's srun or a hand-set RANK/WORLD_SIZE do not).
+    Collectives inside the body are allowed, but a rank that fails before one of them still leaves
+    the others to the process group there.
+    """
+    ctx = context()
+    if not ctx.enabled:
+        yield
+        return
+    failure: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:   # met on every rank below, then raised again on this one
+        failure = exc
+    first = torch.tensor([ctx.world_size if failure is None else ctx.rank], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(first, op=dist.ReduceOp.MIN)   # the lowest rank that failed; world_size: none did
+    first = int(first.item())
+    if failure is None:
+        if first < ctx.world_size:
+            raise OtherRankError(f"rank {first} stopped with an error; rank {ctx.rank} stops too")
+        return
+    if ctx.is_main or not isinstance(failure, EkdError):
+        raise failure
+    if first < ctx.rank:   # most often the same input error seen by every rank: the lowest one says it
+        raise OtherRankError(f"rank {first} stopped with an error; rank {ctx.rank} stops too") from failure
+    raise RankError(f"rank {ctx.rank}: {failure}") from failure
 
 
 def shutdown() -> None:

@@ -163,7 +163,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
     # work with its teacher's vocabulary are recipe mistakes the user fixes and reruns, with no
     # half-made run directory in the way.
     tokenizer_dir = run_dir / "tokenizer"
-    with tempfile.TemporaryDirectory(prefix="ekd-edge-tokenizer.") as scratch:
+    with distributed.waiting_for_main(), tempfile.TemporaryDirectory(prefix="ekd-edge-tokenizer.") as scratch:
         fresh = Path(scratch) / "tokenizer"
         if ctx.is_main and not (tokenizer_dir / "vocab.json").is_file():
             adopted = {t.name: t.checkpoint for t in recipe.teachers}.get(recipe.tokenizer.from_)
@@ -187,7 +187,6 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
             with staged(tokenizer_dir) as tmp:
                 shutil.copytree(fresh, tmp, dirs_exist_ok=True)
                 replace_dir(tmp, tokenizer_dir)
-    distributed.barrier()
     if not ctx.is_main:   # the other ranks check what rank 0 made
         kinds, stage_settings = check_ladder(recipe, tokenizer_dir, quiet=True)
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -219,30 +218,29 @@ def _run_locked(recipe: Recipe, run_dir: Path, recipe_text: str, baselines: list
     dropout = recipe.training.dropout
 
     def finish(model, out_dir: Path, role: str, result, extra: dict) -> dict:
-        if not ctx.is_main:  # rank 0 evaluates and writes; the others wait for the checkpoint
-            distributed.barrier()
-            return {}
-        with console.status(f"{out_dir.name}: translating {len(valid)} validation sentences"):
-            metrics = evaluate(model, tokenizer, valid.src, valid.tgt, recipe.training.eval_max_new_tokens)
-        record = {
-            "role": role,
-            "params": count_parameters(model),
-            "steps": result.steps if result else 0,
-            "wall_s": round(result.wall_s, 1) if result else 0.0,
-            "train_tokens_per_s": round(result.tokens_per_s, 1) if result else None,
-            "final_train_loss": round(result.final_loss, 4) if result else None,
-            "first_step_at": result.first_step_at if result else None,   # wall clock: time to the first step
-            "train_pairs": result.pairs if result else 0,   # batch rows of every step (a pair seen twice counts twice)
-            "valid": metrics,
-            "vocab": vocab_fingerprint(tokenizer_dir),
-            "languages": {"src": corpus.src_lang, "tgt": corpus.tgt_lang},   # bundles carry it on (export)
-            **extra,
-        }
-        save_model(model, out_dir, tokenizer_dir=tokenizer_dir, extra=record)
-        ProgressFile.for_model(out_dir, role, 0).remove()  # finished: metrics.json now marks it done
-        console.log(f"{out_dir.relative_to(run_dir)}: valid BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f}"
-                    f" ({record['params']:,} params, {record['wall_s']} s)")
-        distributed.barrier()
+        record: dict = {}
+        with distributed.waiting_for_main():   # rank 0 evaluates and writes; the others wait for the checkpoint
+            if ctx.is_main:
+                with console.status(f"{out_dir.name}: translating {len(valid)} validation sentences"):
+                    metrics = evaluate(model, tokenizer, valid.src, valid.tgt, recipe.training.eval_max_new_tokens)
+                record = {
+                    "role": role,
+                    "params": count_parameters(model),
+                    "steps": result.steps if result else 0,
+                    "wall_s": round(result.wall_s, 1) if result else 0.0,
+                    "train_tokens_per_s": round(result.tokens_per_s, 1) if result else None,
+                    "final_train_loss": round(result.final_loss, 4) if result else None,
+                    "first_step_at": result.first_step_at if result else None,   # wall clock: time to the first step
+                    "train_pairs": result.pairs if result else 0,   # batch rows of every step (a pair seen twice counts twice)
+                    "valid": metrics,
+                    "vocab": vocab_fingerprint(tokenizer_dir),
+                    "languages": {"src": corpus.src_lang, "tgt": corpus.tgt_lang},   # bundles carry it on (export)
+                    **extra,
+                }
+                save_model(model, out_dir, tokenizer_dir=tokenizer_dir, extra=record)
+                ProgressFile.for_model(out_dir, role, 0).remove()  # finished: metrics.json now marks it done
+                console.log(f"{out_dir.relative_to(run_dir)}: valid BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f}"
+                            f" ({record['params']:,} params, {record['wall_s']} s)")
         return record
 
     summary: dict = {"recipe": recipe.name, "teachers": {}, "stages": {}}
@@ -391,9 +389,9 @@ def train_store(corpus, files: dict, recipe: Recipe, cache_root: Path):
                          f"{recipe.data.empty_lines}:{limit}".encode()).hexdigest()[:20]
     src, tgt = corpus.files["train"]
     store = cache_root / f"text-{key}"
-    if distributed.context().is_main:   # one process reads the corpus; under torchrun the others wait
-        text = build_text_store(src, tgt, store, empty=recipe.data.empty_lines, limit=limit)
-    distributed.barrier()
+    with distributed.waiting_for_main():   # one process reads the corpus; under torchrun the others wait
+        if distributed.context().is_main:
+            text = build_text_store(src, tgt, store, empty=recipe.data.empty_lines, limit=limit)
     return text if distributed.context().is_main else MappedText.open(store)
 
 

@@ -207,20 +207,20 @@ def distill_targets(teacher, teacher_dir: str | Path, tokenizer, src: list[str],
                     write_text_atomic(directory / f"chunk-{start:08d}.json", json.dumps(texts, ensure_ascii=False))
                 decoded += end - start
             bar.update(task, completed=end)
-    if not ctx.is_main:
-        distributed.barrier()   # rank 0 is assembling targets.txt
-        return DistilledData(final.read_text().split("\n")[: len(src)], directory, decoded)
     targets: list[str] = []
-    for start in chunks:
-        targets += json.loads((directory / f"chunk-{start:08d}.json").read_text())
-    # one line per target; decoded text never holds a newline (the tokenizer maps it to a space)
-    write_text_atomic(final, "\n".join(t.replace("\n", " ") for t in targets))
-    write_text_atomic(directory / "meta.json", json.dumps({"teacher": str(teacher_dir), "sentences": len(src),
-                                                       "beams": settings.beams, "nbest": settings.nbest,
-                                                       "engine": engine}, indent=2))
-    for start in chunks:
-        (directory / f"chunk-{start:08d}.json").unlink(missing_ok=True)
-    distributed.barrier()
+    with distributed.waiting_for_main():   # rank 0 assembles targets.txt
+        if ctx.is_main:
+            for start in chunks:
+                targets += json.loads((directory / f"chunk-{start:08d}.json").read_text())
+            # one line per target; decoded text never holds a newline (the tokenizer maps it to a space)
+            write_text_atomic(final, "\n".join(t.replace("\n", " ") for t in targets))
+            write_text_atomic(directory / "meta.json", json.dumps({"teacher": str(teacher_dir), "sentences": len(src),
+                                                               "beams": settings.beams, "nbest": settings.nbest,
+                                                               "engine": engine}, indent=2))
+            for start in chunks:
+                (directory / f"chunk-{start:08d}.json").unlink(missing_ok=True)
+    if not ctx.is_main:
+        targets = final.read_text().split("\n")[: len(src)]
     return DistilledData(targets, directory, decoded)
 
 

@@ -142,7 +142,8 @@ def build_teacher_cache(teacher, teacher_dir: str | Path, pairs: TokenizedPairs,
     if distributed.main_value((final / "meta.json").is_file()):   # rank 0 decides: all ranks build, or none
         return TeacherCache.open(final)
     main = distributed.context().is_main
-    with writing(final):
+    # the other ranks open the cache once rank 0 has renamed it into place
+    with distributed.waiting_for_main(), writing(final):
         if main:
             tmp = staging_dir(final)   # a killed build's leftover is removed by the next one
         try:
@@ -151,7 +152,6 @@ def build_teacher_cache(teacher, teacher_dir: str | Path, pairs: TokenizedPairs,
         finally:
             if main:
                 shutil.rmtree(tmp, ignore_errors=True)
-    distributed.barrier()   # the other ranks open the cache once rank 0 has renamed it into place
     return TeacherCache.open(final, built=not found)
 
 

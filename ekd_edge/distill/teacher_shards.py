@@ -70,13 +70,12 @@ class ShardedTeacherCache:
         self._offsets = np.concatenate([[0], np.cumsum(np.asarray(pairs.lengths()[1], dtype=np.int64))])
         self._where = np.full(len(pairs), -1, dtype=np.int64)   # pair -> shard number << 32 | row
         self._shards: list[dict] = []
-        with writing(self.directory):
+        with distributed.waiting_for_main(), writing(self.directory):
             if distributed.context().is_main and not (self.directory / "meta.json").is_file():
                 self.directory.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(self.directory / "meta.json", {
                     "k": k, "temperature": temperature, "teacher": str(teacher_dir), "pairs": len(pairs),
                     "tail": "aggregated 'other' bucket", "layout": "shards built as training needs them"})
-        distributed.barrier()
         self.refresh()
         distributed.place_teacher(teacher, distributed.context().device)
 
