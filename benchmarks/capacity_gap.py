@@ -17,6 +17,8 @@ small 2.94M (3.4x; the shape of teacher-s). Arms, the same total steps and data 
     direct-kd   word-level KD from teacher-l alone, TOTAL steps (the reference of every p-value)
     ekd-m-l     teacher-m, then teacher-l: two stages of TOTAL/2 steps, each warm-started from the last
     ekd-s-m-l   the shipped ladder s -> m -> l: three stages of TOTAL/3 steps
+    kd-l-l-l    the schedule control: ekd-s-m-l's three stages with teacher-l at every rung (added after
+                the first 13 runs; its 9 runs come after the design's 27)
 
 Every stage reads its teacher's top-8 cache, built once in a cache directory all runs share. The
 recipe is the demo's (ladder_sweep.recipe_text); within a seed every arm starts from the same initial
@@ -26,12 +28,11 @@ with direct-kd of the same seed. Then it is exported with the onefile-x86 profil
 one file) and that model is scored on the test split, timed at batch 1 on one thread (200 test
 sentences) and measured in a process holding only its runtime: the size-quality-latency frontier.
 
-Sizing (TOTAL = 4800 by default): one thread per run at ~0.09 (micro, a guess: fixed per-step costs
-dominate), 0.153 (tiny: the demo's stages) and 0.276 s/step (small: teacher-s trained at 3,149 against
-the tiny student's 5,681 target tokens/s), about 180 s per run for evaluation, export and timing, and
-~400 s once for the three teacher caches: 9 x 4800 x 0.519 s + 27 x 180 s = 27,281 core-seconds; on
-two cores 13,640 s + 400 s = ~3.9 h. The script prints its estimate at start, from the finished runs'
-speed where there are any.
+Sizing (TOTAL = 4800 by default). Planned at ~0.09 (micro), 0.153 (tiny: the demo's stages, one
+run alone) and 0.276 s/step (small), ~3.9 h on 2 cores; measured in the sweep, two runs side by
+side on a core each: 0.14 (micro, Xeon), 0.26-0.29 (tiny, AMD EPYC) and 0.46-0.61 s/step (small),
+so the design's 27 runs take about 6 h of two cores and the control's 9 about 2 h more. The script
+prints its estimate at start, from the finished runs' speed where there are any.
 
 Resuming: each run, as it finishes, writes OUT/runs/<size>.<arm>.seed<k>.json (its teachers and steps
 as the run recorded them, scores, frontier, provenance) and its test translations (.test.txt.gz). A
@@ -75,7 +76,13 @@ HYPOTHESIS = ("the EKD ladder's gain over direct KD from teacher-l grows with th
               "(at the demo's 8x gap it was +0.26 BLEU, significant in 1 of 3 seeds)")
 SIZES = ("micro", "tiny", "small")
 SMOKE_SIZES = ("nano", "micro")
-ARMS = {REFERENCE: ("teacher-l",), "ekd-m-l": ("teacher-m", "teacher-l"), "ekd-s-m-l": SHIPPED_TEACHERS}
+ARMS = {REFERENCE: ("teacher-l",), "ekd-m-l": ("teacher-m", "teacher-l"), "ekd-s-m-l": SHIPPED_TEACHERS,
+        "kd-l-l-l": ("teacher-l",) * 3}
+# The schedule control: the ladder's three stages, each warm-started with its own warm-up and decay,
+# but teacher-l at every rung. ekd-s-m-l minus kd-l-l-l is what the smaller teachers add; kd-l-l-l
+# minus direct-kd is what the restarts add. Added after the first 13 runs, when the small student's
+# gain over direct KD was seen; its runs come after the 27 of the design.
+CONTROL, LADDER = "kd-l-l-l", "ekd-s-m-l"
 TOTAL_STEPS = 4800
 # Seconds per training step on one core, until this sweep's own runs say better (see the docstring).
 PRIOR_S_PER_STEP = {"nano": 0.05, "micro": 0.09, "tiny": 0.153, "small": 0.276}
@@ -273,10 +280,12 @@ def code_identity() -> dict:
 # The sweep: which runs are left, how long they take, and running them two at a time.
 
 def planned_jobs(sizes, seeds) -> list[tuple[str, str, int]]:
-    """Longest first, so the last runs are short ones. The first two, ekd-s-m-l and direct-kd, build the
-    s and l caches side by side, ekd-s-m-l the m cache at its second stage; every later run reads them."""
+    """The design's runs, longest first, so the last runs are short ones (the first two, ekd-s-m-l and
+    direct-kd, build the s and l caches side by side, ekd-s-m-l the m cache at its second stage; every
+    later run reads them); then the schedule control's, in the same order."""
     order = sorted(sizes, key=lambda s: -PRIOR_S_PER_STEP.get(s, 0.2))
-    return [(size, arm, seed) for size in order for seed in seeds for arm in ("ekd-s-m-l", REFERENCE, "ekd-m-l")]
+    design = [(size, arm, seed) for size in order for seed in seeds for arm in ("ekd-s-m-l", REFERENCE, "ekd-m-l")]
+    return design + [(size, CONTROL, seed) for size in order for seed in seeds]
 
 
 def finished_runs(out: Path) -> dict[str, dict]:
@@ -299,6 +308,7 @@ def estimate_s(jobs, done: dict, total_steps: int, workers: int, caches_built: b
 
 def summarise(runs: dict[str, dict], settings: dict, planned, out: Path, provenance: Provenance) -> dict:
     from ekd_edge.data.corpus import load_corpus
+    from ekd_edge.distill.compare import paired_bootstrap
 
     test = load_corpus("lo-help-en-de").split("test").head(settings["test_sentences"] or None)
     rows = sorted(runs.values(), key=lambda r: (r["params"], r["arm"] != REFERENCE, -len(r["teachers"]), r["seed"]))
@@ -316,6 +326,14 @@ def summarise(runs: dict[str, dict], settings: dict, planned, out: Path, provena
         for arm, entry in bootstrap_seed(hyps, test.tgt).items():
             mine[arm].update(compared=True, **{k: entry[k] for k in ("bleu", "chrf", "bleu_p", "chrf_p", "bleu_ci",
                                                                      "chrf_ci")})
+    for size, seed in sorted({(r["size"], r["seed"]) for r in rows}):
+        mine = {r["arm"]: r for r in rows if (r["size"], r["seed"]) == (size, seed)}
+        if CONTROL in mine and LADDER in mine:   # the ladder against the same schedule with teacher-l only
+            pair = {arm: gzip.decompress((out / "runs" / mine[arm]["test"]["translations"]).read_bytes()).decode()
+                    .splitlines() for arm in (CONTROL, LADDER)}
+            entry = paired_bootstrap(pair, test.tgt, CONTROL)[LADDER]
+            mine[LADDER]["over_control"] = {"gain": round(mine[LADDER]["bleu"] - mine[CONTROL]["bleu"], 2),
+                                            "bleu_p": round(entry["bleu_p"], 4)}
     summary = []
     for size in dict.fromkeys(r["size"] for r in rows):
         direct = {r["seed"]: r["bleu"] for r in rows if r["size"] == size and r["arm"] == REFERENCE}
@@ -370,13 +388,27 @@ def third_rung(rows: list[dict], size: str) -> str:
     return f"; teacher-s as a third rung: {statistics.mean(diffs):+.2f} ± {sd:.2f} BLEU (ekd-s-m-l − ekd-m-l)"
 
 
+def schedule_split(rows: list[dict], size: str) -> str:
+    """ekd-s-m-l against kd-l-l-l (the same three-stage schedule, teacher-l at every rung), seed by
+    seed: what the smaller teachers add once the restarts are held equal."""
+    pairs = [r["over_control"] for r in rows if r["size"] == size and r.get("over_control")]
+    if not pairs:
+        return ""
+    gains = [p["gain"] for p in pairs]
+    better = sum(1 for p in pairs if p["bleu_p"] < 0.05 and p["gain"] > 0)
+    worse = sum(1 for p in pairs if p["bleu_p"] < 0.05 and p["gain"] < 0)
+    sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
+    return (f"; over the same schedule with teacher-l at every rung ({CONTROL}): {statistics.mean(gains):+.2f} ± "
+            f"{sd:.2f} BLEU, better at p < 0.05 in {better} of {len(pairs)} seeds, worse in {worse}")
+
+
 def verdicts(summary: list[dict], rows: list[dict]) -> list[str]:
     """Plain sentences: which arm to choose at each size, and whether the gain grows with the gap."""
     lines, gains = [], []
     for size in dict.fromkeys(s["size"] for s in summary):
         arms = {s["arm"]: s for s in summary if s["size"] == size}
         ratio = next(iter(arms.values()))["teacher_l_ratio"]
-        ladders = [s for a, s in arms.items() if a != REFERENCE and s["gain_mean"] is not None]
+        ladders = [s for a, s in arms.items() if a not in (REFERENCE, CONTROL) and s["gain_mean"] is not None]
         if REFERENCE not in arms or not ladders:
             lines.append(f"{size} ({ratio}x): not enough runs yet")
             continue
@@ -384,7 +416,7 @@ def verdicts(summary: list[dict], rows: list[dict]) -> list[str]:
         gains.append((ratio, size, best["gain_mean"]))
         said = (f"{best['arm']} {best['gain_mean']:+.2f} ± {best['gain_sd']:.2f} BLEU over direct KD, better at "
                 f"p < 0.05 in {best['better_p05']} of {best['seeds']} seeds, worse in {best['worse_p05']}"
-                + third_rung(rows, size))
+                + third_rung(rows, size) + schedule_split(rows, size))
         if best["gain_mean"] <= 0:
             lines.append(f"{size} ({ratio}x): direct KD is the better choice: no ladder beats it on mean BLEU "
                          f"(best ladder: {said})")
@@ -416,7 +448,8 @@ def markdown(result: dict) -> str:
              f"Teacher-l: {teacher_l_params():,} parameters. Every arm: {total} student steps of "
              f"{st['batch_tokens']} tokens, lr {st['lr']}, {st['warmup_per_stage']} warm-up steps a stage: "
              f"direct-kd {total} from teacher-l; ekd-m-l {total // 2} + {total // 2} (m, l); ekd-s-m-l "
-             f"{' + '.join([str(total // 3)] * 3)} (s, m, l). Test: lo-help-en-de, "
+             f"{' + '.join([str(total // 3)] * 3)} (s, m, l); {CONTROL}, the schedule control, "
+             f"{' + '.join([str(total // 3)] * 3)} (l, l, l). Test: lo-help-en-de, "
              f"{rows[0]['test']['sentences'] if rows else '?'} sentences, greedy; p: paired bootstrap (1000 "
              "resamples) against direct-kd of the same seed. Gain: BLEU minus direct-kd's, seed by seed.", "",
              "## By size", ""]
@@ -427,7 +460,22 @@ def markdown(result: dict) -> str:
           mean_sd(s["bleu_mean"], s["bleu_sd"]), mean_sd(s["chrf_mean"], s["chrf_sd"]),
           "ref." if s["arm"] == REFERENCE else mean_sd(s["gain_mean"], s["gain_sd"]),
           s["better_p05"], s["worse_p05"]] for s in result["summary"]], align="lrrlrrrrrr"))
-    lines += ["What the numbers say:", ""] + [f"- {v}" for v in result["verdicts"]] + ["", "## Per run", "",
+    lines += ["What the numbers say:", ""] + [f"- {v}" for v in result["verdicts"]] + [""]
+    controlled = [r for r in rows if r.get("over_control")]
+    if controlled:
+        lines += ["## The ladder against the schedule control", "",
+                  f"{LADDER} and {CONTROL} share the schedule (three stages, each with its own warm-up and decay, "
+                  f"each warm-started from the last); only the teachers of the first two stages differ. p: paired "
+                  f"bootstrap of {LADDER} against {CONTROL} of the same seed.", ""]
+        by = {(r["size"], r["arm"], r["seed"]): r for r in rows}
+        lines.append(table(
+            ["student", "seed", f"{LADDER} BLEU", f"{CONTROL} BLEU", "direct-kd BLEU", "ladder − control", "p"],
+            [[r["size"], r["seed"], number(r["bleu"]), number(by[(r["size"], CONTROL, r["seed"])]["bleu"]),
+              number(by[(r["size"], REFERENCE, r["seed"])]["bleu"]) if (r["size"], REFERENCE, r["seed"]) in by
+              else "–", f"{r['over_control']['gain']:+.2f}", p_value(r["over_control"]["bleu_p"])]
+             for r in controlled], align="lrrrrrr"))
+        lines.append("")
+    lines += ["## Per run", "",
               "Validation BLEU after each stage (the recipe's validation subset): the ladder's curve; direct-kd "
               "has one stage.", ""]
     lines.append(table(
@@ -507,7 +555,7 @@ def frontier_png(result: dict) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    colours = dict(zip(ARMS, ("tab:gray", "tab:blue", "tab:orange")))
+    colours = dict(zip(ARMS, ("tab:gray", "tab:blue", "tab:orange", "tab:green")))
     quiet = any(r.get("quiet") for r in result["rows"])
     drawn = [r for r in result["rows"] if r.get("quiet") or not quiet]
 

@@ -26,8 +26,11 @@ def recipe_text(name: str, seed: int, teachers: tuple[str, ...], steps_per_stage
     ``teachers`` name shipped teachers in ladder order; ``stages`` gives each its [[stage]] body
     (default: word-level KD from the top-8 cache). ``smoke``: 300 training pairs, tiny batches.
     """
-    listed = "".join(f'[[teacher]]\nname = "{t}"\ncheckpoint = "package:teachers/lo-help-en-de/{t}"\n\n'
-                     for t in teachers)
+    # a shipped teacher listed again (the schedule control's teacher-l, teacher-l, teacher-l) needs a
+    # name of its own in the recipe; its checkpoint, and so its cache, stay the same
+    names = [t if t not in teachers[:i] else f"{t}.{teachers[:i].count(t) + 1}" for i, t in enumerate(teachers)]
+    listed = "".join(f'[[teacher]]\nname = "{name}"\ncheckpoint = "package:teachers/lo-help-en-de/{t}"\n\n'
+                     for name, t in zip(names, teachers))
     bodies = stages or (WORD_KD,) * len(teachers)
     wanted = "baselines = [" + ", ".join(f'"{b}"' for b in baselines) + "]\n" if baselines else ""
     return (f'name = "{name}"\nseed = {seed}\n\n'

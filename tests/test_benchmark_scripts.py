@@ -108,7 +108,10 @@ def test_gpu_smoke_runs_every_method_on_the_cpu(tmp_path, no_network):
 # What each arm of the capacity-gap sweep must have learnt from, in order: written out here, not taken
 # from the script, so a wrong teacher list there fails this test.
 CAPACITY_GAP_ARMS = {"direct-kd": ["teacher-l"], "ekd-m-l": ["teacher-m", "teacher-l"],
-                     "ekd-s-m-l": ["teacher-s", "teacher-m", "teacher-l"]}
+                     "ekd-s-m-l": ["teacher-s", "teacher-m", "teacher-l"],
+                     "kd-l-l-l": ["teacher-l", "teacher-l", "teacher-l"]}   # the schedule control
+# the names the recipes give those teachers: a teacher listed again needs a name of its own
+RECIPE_TEACHER_NAMES = {**CAPACITY_GAP_ARMS, "kd-l-l-l": ["teacher-l", "teacher-l.2", "teacher-l.3"]}
 
 
 def test_capacity_gap_sizes_span_a_wide_gap_to_teacher_l():
@@ -116,7 +119,11 @@ def test_capacity_gap_sizes_span_a_wide_gap_to_teacher_l():
     ratios = sorted(module.teacher_l_params() / _params(size, 4000) for size in module.SIZES)
     assert len(ratios) >= 3 and ratios[0] <= 4 and ratios[-1] >= 20
     assert {arm: list(t) for arm, t in module.ARMS.items()} == CAPACITY_GAP_ARMS
-    assert module.TOTAL_STEPS % 6 == 0 and len(module.planned_jobs(module.SIZES, [1, 2, 3])) == 27
+    jobs = module.planned_jobs(module.SIZES, [1, 2, 3])
+    # the design's 27 runs come first; the schedule control's 9 after them
+    assert module.TOTAL_STEPS % 6 == 0 and len(jobs) == 36 and len(set(jobs)) == 36
+    assert {arm for _, arm, _ in jobs[:27]} == {"direct-kd", "ekd-m-l", "ekd-s-m-l"}
+    assert {arm for _, arm, _ in jobs[27:]} == {"kd-l-l-l"}
 
 
 @pytest.mark.slow
@@ -152,15 +159,23 @@ def test_capacity_gap_smoke_trains_each_arm_with_its_own_teachers(tmp_path, no_n
         else:
             records = [json.loads((run / "students" / f"stage-{k}" / "metrics.json").read_text())
                        for k in range(1, len(CAPACITY_GAP_ARMS[r["arm"]]) + 1)]
-            assert [x["teacher"] for x in records] == CAPACITY_GAP_ARMS[r["arm"]]
+            assert [x["teacher"] for x in records] == RECIPE_TEACHER_NAMES[r["arm"]]
             assert sum(x["steps"] for x in records) == 6
             assert not (run / "students" / f"stage-{len(records) + 1}").exists()
     md = (tmp_path / "out" / "result.md").read_text()
     assert "SMOKE" in md and md.index("**Hypothesis**") < md.index("## By size") < md.index("## Frontier")
     assert (tmp_path / "out" / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    # the ladder against the schedule control, seed by seed: the difference of their own BLEU
+    by = {(r["size"], r["arm"]): r for r in rows}
+    for size in ("nano", "micro"):
+        ladder, control = by[(size, "ekd-s-m-l")], by[(size, "kd-l-l-l")]
+        assert ladder["over_control"]["gain"] == round(ladder["bleu"] - control["bleu"], 2)
+        assert 0 <= ladder["over_control"]["bleu_p"] <= 1
+        assert not any(r.get("over_control") for r in rows if r["arm"] != "ekd-s-m-l")
+    assert "## The ladder against the schedule control" in md
     # resuming from the per-run results alone: nothing is trained or measured again
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert again.returncode == 0 and "6 runs done, 0 to go" in again.stdout and "started" not in again.stdout
+    assert again.returncode == 0 and "8 runs done, 0 to go" in again.stdout and "started" not in again.stdout
     # --retime: every student still here is timed again, each its own bundle; one made elsewhere is not
     shutil.rmtree(tmp_path / "work" / "nano" / "direct-kd-seed1" / "onefile-x86")
     retimed = subprocess.run(command + ["--retime"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -174,8 +189,8 @@ def test_capacity_gap_smoke_trains_each_arm_with_its_own_teachers(tmp_path, no_n
             assert timings[r["label"]]["provenance"]["models"] == bundle
             assert timings[r["label"]]["latency"]["p50_ms"] > 0
     after = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert sum(bool(r["quiet"]) for r in after["rows"]) == 5 and after["quiet_host"]["cpu"]
-    assert "| 2 of 3 |" in (tmp_path / "out" / "result.md").read_text()
+    assert sum(bool(r["quiet"]) for r in after["rows"]) == 7 and after["quiet_host"]["cpu"]
+    assert "| 3 of 4 |" in (tmp_path / "out" / "result.md").read_text()
 
 
 def test_capacity_gap_smoke_refuses_to_overwrite_the_committed_result():
