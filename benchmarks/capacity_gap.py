@@ -41,9 +41,9 @@ run with that file is never repeated, so the same command continues a killed swe
 OUT/runs/. The summary (result.json, result.md, frontier.png) is rendered from those files alone.
 
 Timing: each run times its student on its own core while the other run trains, on whichever machine
-ran it. `--retime`, on an idle machine, times the students still in --work-dir again one at a time
-(OUT/timing/<label>.json); the frontier quotes those quiet latencies, from one CPU only, beside the
-sweep's.
+ran it. `--retime`, on an idle machine, times the students still in --work-dir again on one core, in
+round-robin rounds (OUT/timing/<label>.json); the frontier quotes the latest such pass's latencies
+beside the sweep's. One pass only: on one VM, quiet passes of different days differed by up to 45 %.
 """
 
 from __future__ import annotations
@@ -206,31 +206,43 @@ def measure_frontier(final: Path, bundle: Path, test, limit: int, args) -> dict:
 
 def time_bundle(bundle: Path, test, limit: int, args) -> dict:
     """Batch-1 latency of a one-file student on one thread, and its memory in a process of its own."""
-    from ekd_edge.bench.probe import measure_app_footprint
     from ekd_edge.bench.provenance import load_average
-    from ekd_edge.bench.speed import measure_latency
-    from ekd_edge.runtime import load_translator
 
     load_before = load_average()
-    translator = load_translator(bundle, threads=1, engine="onnxruntime-onefile")
-    try:
-        latency = measure_latency(translator, test.src[:args.latency_sentences], warmup=2 if args.smoke else 10,
-                                  max_new_tokens=limit)
-    finally:
-        translator.close()
-    memory = measure_app_footprint(bundle, "onnxruntime-onefile", test.src[:3 if args.smoke else 20], 1,
-                                   max_new_tokens=limit)
-    return {"latency": {k: round(v, 3) for k, v in latency.items()},
-            "app_memory": {k: memory[k] for k in ("peak_rss_mb", "beyond_python_mb", "model_mb", "load_s")},
+    latency = latency_of(bundle, test, limit, args)
+    return {"latency": {k: round(v, 3) for k, v in latency.items()}, **memory_of(bundle, test, limit, args),
             "timing_load_average": {"before": load_before, "after": load_average()}}
 
 
+def latency_of(bundle: Path, test, limit: int, args) -> dict:
+    from ekd_edge.bench.speed import measure_latency
+    from ekd_edge.runtime import load_translator
+
+    translator = load_translator(bundle, threads=1, engine="onnxruntime-onefile")
+    try:
+        return measure_latency(translator, test.src[:args.latency_sentences], warmup=2 if args.smoke else 10,
+                               max_new_tokens=limit)
+    finally:
+        translator.close()
+
+
+def memory_of(bundle: Path, test, limit: int, args) -> dict:
+    from ekd_edge.bench.probe import measure_app_footprint
+
+    memory = measure_app_footprint(bundle, "onnxruntime-onefile", test.src[:3 if args.smoke else 20], 1,
+                                   max_new_tokens=limit)
+    return {"app_memory": {k: memory[k] for k in ("peak_rss_mb", "beyond_python_mb", "model_mb", "load_s")}}
+
+
 def retime(args, settings: dict) -> None:
-    """Time every finished run's one-file student again, one after another on a single core, for a
-    frontier whose latencies compare like with like: the sweep times each student beside the other
-    run's training, and runs made on other machines were timed on other CPUs. Only students still
-    in --work-dir with the bundle their run recorded can be timed; each goes to OUT/timing/<label>.json
-    with this machine's CPU and the load before and after."""
+    """Time every finished run's one-file student again on a single core, for a frontier whose
+    latencies compare like with like: the sweep times each student beside the other run's training,
+    and runs made on other machines were timed on other CPUs. One invocation is one pass: its
+    students are timed in --rounds round-robin rounds (each round times every student once), so a
+    slow minute of the machine lands on every student alike; a student's latency is the median of its
+    rounds. Quiet timings of different passes moved by 15-45 % on one VM, so the summary reads the
+    latest pass only. Only students still in --work-dir with the bundle their run recorded can be
+    timed; each goes to OUT/timing/<label>.json with the pass, this machine's CPU and the load."""
     import torch
 
     from ekd_edge.bench.provenance import load_average, model_hashes
@@ -242,19 +254,36 @@ def retime(args, settings: dict) -> None:
         print(f"[capacity-gap] warning: load average {load_average()} before timing: is something else running?",
               flush=True)
     test = load_corpus("lo-help-en-de").split("test").head(settings["test_sentences"] or None)
+    bundles = {}
     for label, record in finished_runs(args.out).items():
         bundle = args.work_dir / record["size"] / f"{record['arm']}-seed{record['seed']}" / PROFILE
         recorded = [v for k, v in record["provenance"]["models"].items() if Path(k).name == PROFILE]
-        if not bundle.is_dir() or list(model_hashes([bundle]).values()) != recorded:
+        if bundle.is_dir() and list(model_hashes([bundle]).values()) == recorded:
+            bundles[label] = bundle
+        else:
             print(f"[capacity-gap] {label}: not timed (its one-file student is not in {args.work_dir}; made on "
                   "another machine?)", flush=True)
-            continue
-        provenance = Provenance.begin(threads=1, settings={**settings, "retime": True})
-        timing = time_bundle(bundle, test, settings["max_new_tokens"], args)
-        write_json_atomic(args.out / "timing" / f"{label}.json",
-                          {"label": label, **timing, "provenance": provenance.end(models=[bundle])})
-        print(f"[capacity-gap] {label}: p50 {timing['latency']['p50_ms']:.2f} ms "
-              f"(load {timing['timing_load_average']['before'][0]})", flush=True)
+    if not bundles:
+        return
+    pass_id = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    provenance = Provenance.begin(threads=1, settings={**settings, "retime": True, "rounds": args.rounds})
+    load_before, rounds = load_average(), {label: [] for label in bundles}
+    for k in range(1, args.rounds + 1):
+        for label, bundle in bundles.items():
+            rounds[label].append(latency_of(bundle, test, settings["max_new_tokens"], args))
+        print(f"[capacity-gap] retime round {k} of {args.rounds}: {len(bundles)} students "
+              f"(load {load_average()[0]})", flush=True)
+    memory = {label: memory_of(bundle, test, settings["max_new_tokens"], args) for label, bundle in bundles.items()}
+    load_after, record = load_average(), provenance.end(models=list(bundles.values()))
+    for label, bundle in bundles.items():
+        latency = {key: round(statistics.median(r[key] for r in rounds[label]), 3) for key in rounds[label][0]}
+        write_json_atomic(args.out / "timing" / f"{label}.json", {
+            "label": label, "pass": pass_id, "latency": latency,
+            "p50_ms_by_round": [round(r["p50_ms"], 3) for r in rounds[label]], **memory[label],
+            "timing_load_average": {"before": load_before, "after": load_after},
+            "provenance": {**record, "models": {k: v for k, v in record["models"].items() if Path(k) == bundle}}})
+        by_round = ", ".join(f"{r['p50_ms']:.2f}" for r in rounds[label])
+        print(f"[capacity-gap] {label}: p50 {latency['p50_ms']:.2f} ms (rounds: {by_round})", flush=True)
 
 
 def teacher_l_params() -> int:
@@ -352,16 +381,16 @@ def summarise(runs: dict[str, dict], settings: dict, planned, out: Path, provena
 
 
 def attach_quiet_timings(rows: list[dict], out: Path) -> dict | None:
-    """Each run's --retime record as r["quiet"], from one CPU only (the one with the most): latencies
-    of different CPUs are not put side by side. Returns that CPU's environment, or None."""
+    """Each run's --retime record as r["quiet"], from the latest pass only (one invocation: one CPU,
+    one stretch of time; passes on one VM differ by more than the sizes do). Returns that pass's CPU
+    environment with "pass" added, or None."""
     timings = {p.stem: json.loads(p.read_text()) for p in sorted((out / "timing").glob("*.json"))}
-    cpus = [t["provenance"]["environment"]["cpu"] for t in timings.values()]
-    host = max(dict.fromkeys(cpus), key=cpus.count) if cpus else None
+    latest = max((t.get("pass", "") for t in timings.values()), default=None)
     for r in rows:
         t = timings.get(r["label"])
-        r["quiet"] = t if t and t["provenance"]["environment"]["cpu"] == host else None
-    return next((t["provenance"]["environment"] for t in timings.values()
-                 if t["provenance"]["environment"]["cpu"] == host), None)
+        r["quiet"] = t if t and t.get("pass", "") == latest else None
+    chosen = next((t for t in timings.values() if t.get("pass", "") == latest), None)
+    return {**chosen["provenance"]["environment"], "pass": latest or None} if chosen else None
 
 
 def quiet_p50(rows: list[dict]) -> tuple[float | None, int]:
@@ -493,8 +522,9 @@ def markdown(result: dict) -> str:
               "and measured in a fresh process holding only onnxruntime (peak resident set; \"beyond Python\": "
               "the runtime's and the model's share). In the sweep each student is timed on its run's own core "
               "while the other run may be training on the other core, on whatever machine made the run; "
-              "\"quiet\" latencies come from `--retime`: the students still on one machine timed again one "
-              "after another, nothing else running"
+              "\"quiet\" latencies come from the latest `--retime` pass: the students still on one machine "
+              "timed again on one core, nothing else running, in round-robin rounds, a student's latency the "
+              "median of its rounds"
               + (f" ({quiet_cpu(result)})." if result.get("quiet_host") else " (none yet)."), "",
               "![BLEU against latency; marker area: one-file int8 size](frontier.png)", "",
               "Per student size: its best arm by one-file int8 test BLEU (mean over seeds); latency: the median "
@@ -541,7 +571,8 @@ def markdown(result: dict) -> str:
 def quiet_cpu(result: dict) -> str:
     host = result["quiet_host"]
     flags = [name for name, present in (host.get("cpu_flags") or {}).items() if present]
-    return f"{host['cpu']}, {', '.join(flags) or 'no int8 flags'}"
+    started = f"pass started {host['pass']}, " if host.get("pass") else ""
+    return f"{started}{host['cpu']}, {', '.join(flags) or 'no int8 flags'}"
 
 
 def frontier_png(result: dict) -> bytes:
@@ -605,6 +636,8 @@ def main() -> int:
     parser.add_argument("--retime", action="store_true",
                         help="time the finished students still in --work-dir again, one at a time on one core "
                              "(run it on an idle machine), then render the summary")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="--retime: round-robin rounds over the students (a student's latency: the median)")
     parser.add_argument("--smoke", action="store_true",
                         help="sizes nano and micro, 6 steps, 1 seed, 300 pairs: a check, not a result")
     parser.add_argument("--job", nargs=3, metavar=("SIZE", "ARM", "SEED"), help=argparse.SUPPRESS)
@@ -612,8 +645,11 @@ def main() -> int:
     if args.smoke:
         args.sizes, args.seeds, args.total_steps = list(SMOKE_SIZES), args.seeds[:1], 6
         args.test_sentences, args.latency_sentences = args.test_sentences or 10, min(args.latency_sentences, 5)
+        args.rounds = min(args.rounds, 2)
         if args.out.resolve() == RESULTS.resolve():
             raise SystemExit("--smoke writes no committed result: give --out")
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds {args.rounds}: must be at least 1")
     if args.total_steps <= 0 or args.total_steps % 6:
         raise SystemExit(f"--total-steps {args.total_steps}: must be a positive multiple of 6 (1, 2 or 3 stages)")
     args.work_dir, args.out = args.work_dir.resolve(), args.out.resolve()
